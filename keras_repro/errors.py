@@ -1,0 +1,48 @@
+"""The exceptions keras_repro raises.
+
+Every refusal is a `ReproducibilityError` (a `RuntimeError`), so one `except`
+catches them all; the subclasses name the cases a caller may want to single out.
+
+Example:
+    >>> import keras_repro
+    >>> try:
+    ...     keras_repro.configure(seed=-1)
+    ... except keras_repro.ReproducibilityError as e:
+    ...     print(type(e).__name__)
+    InvalidPolicyError
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ReproducibilityError",
+    "InvalidPolicyError",
+    "TooLateError",
+    "PolicyConflictError",
+    "RecordError",
+    "ResumeError",
+]
+
+
+class ReproducibilityError(RuntimeError):
+    """Base class: keras_repro refused to do something, and says why and the fix."""
+
+
+class InvalidPolicyError(ReproducibilityError, ValueError):
+    """A seed, mode or thread count is not of the expected type or range."""
+
+
+class TooLateError(ReproducibilityError):
+    """A setting can no longer be applied because TensorFlow already started."""
+
+
+class PolicyConflictError(ReproducibilityError):
+    """A policy differs from the one this process already runs under."""
+
+
+class RecordError(ReproducibilityError):
+    """A run record is missing, unreadable, truncated or of another schema."""
+
+
+class ResumeError(ReproducibilityError):
+    """A run cannot be resumed (nothing to resume, or its inputs differ)."""
