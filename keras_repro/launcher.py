@@ -1,0 +1,99 @@
+"""`keras-repro run`: the environment that must be set before Python or TensorFlow start.
+
+Some settings cannot be changed once a process runs: `PYTHONHASHSEED` is read when the interpreter
+starts, `TF_ENABLE_ONEDNN_OPTS` and the device list when TensorFlow loads. `launch_environment` computes
+them for a policy; `run_command` starts a command with them and passes the policy on through
+`KERAS_REPRO_SEED/MODE/THREADS`, which `configure()` in the child picks up.
+
+Example:
+    >>> env = launch_environment(Policy.create(seed=7, mode="bitwise"), environ={})
+    >>> env["PYTHONHASHSEED"], env["TF_ENABLE_ONEDNN_OPTS"], env["KERAS_REPRO_MODE"]
+    ('7', '0', 'bitwise')
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Mapping, Sequence
+
+from keras_repro.errors import ReproducibilityError
+from keras_repro.policy import ENV_MODE, ENV_SEED, ENV_THREADS, Policy
+
+__all__ = ["default_threads", "launch_environment", "run_command"]
+
+
+def usable_cores() -> int:
+    """The number of cores this process may run on (affinity-aware), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads(policy: Policy) -> int | None:
+    """The intra-op thread count a mode fixes when the policy names none.
+
+    `bitwise` fixes 1: the intra-op count changes the bits (TF-FACTS), so a count tied to the machine's
+    cores would make records from a laptop and a server differ. `deterministic` fixes the usable cores of
+    this machine (repeatable here, recorded). `seeded` and `off` leave TensorFlow's default.
+    """
+    if policy.threads is not None:
+        return policy.threads
+    if policy.mode == "bitwise":
+        return 1
+    if policy.mode == "deterministic":
+        return usable_cores()
+    return None
+
+
+def launch_environment(policy: Policy, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The child environment for `policy`: `environ` (default `os.environ`) plus what must precede start-up."""
+    env = dict(os.environ if environ is None else environ)
+    env[ENV_MODE] = policy.mode
+    if policy.seed is not None:
+        env[ENV_SEED] = str(policy.seed)
+    if policy.threads is not None:
+        env[ENV_THREADS] = str(policy.threads)
+    if policy.mode == "off":
+        return env
+    # String hashing (set iteration order) is fixed per process only through this variable.
+    env["PYTHONHASHSEED"] = str(policy.seed if policy.seed is not None else 0)
+    threads = default_threads(policy)
+    if policy.mode in ("deterministic", "bitwise"):
+        env["TF_DETERMINISTIC_OPS"] = "1"
+        if threads is not None:
+            env["TF_NUM_INTRAOP_THREADS"] = str(threads)
+            env["TF_NUM_INTEROP_THREADS"] = str(threads)
+            env["OMP_NUM_THREADS"] = str(threads)
+    if policy.mode == "bitwise":
+        if env.get("TF_ENABLE_ONEDNN_OPTS", "0") not in ("0", ""):
+            raise ReproducibilityError(
+                f"TF_ENABLE_ONEDNN_OPTS={env['TF_ENABLE_ONEDNN_OPTS']} is set, but mode 'bitwise' needs oneDNN off "
+                "(its kernels are chosen by CPU features, so bits differ between machines). "
+                "Fix: unset TF_ENABLE_ONEDNN_OPTS, or use --mode deterministic."
+            )
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
+    return env
+
+
+def run_command(command: Sequence[str], policy: Policy, environ: Mapping[str, str] | None = None) -> int:
+    """Runs `command` with the launch environment of `policy`; returns its exit code.
+
+    Raises ReproducibilityError if the command cannot be started.
+    """
+    if not command:
+        raise ReproducibilityError("No command given. Usage: keras-repro run [--seed S] [--mode M] -- CMD ...")
+    env = launch_environment(policy, environ)
+    try:
+        completed = subprocess.run(list(command), env=env)
+    except FileNotFoundError:
+        raise ReproducibilityError(f"Command not found: {command[0]!r}.") from None
+    except PermissionError:
+        raise ReproducibilityError(f"Command not executable: {command[0]!r}.") from None
+    except KeyboardInterrupt:  # the child got the same SIGINT; report as the shell would
+        return 130
+    code = completed.returncode
+    return code if code >= 0 else 128 - code  # killed by signal N: exit 128 + N, as a shell reports it
+
