@@ -1,0 +1,683 @@
+"""Why two runs differ: `compare(a, b)` turns two run records into ordered causes and a metrics verdict.
+
+TensorFlow-free (it reads records only), so `keras-repro diff` starts fast.
+
+Causes come most likely first, by category: data, hyperparameters, fit arguments, code, model
+architecture, seed/mode/threads, initial weights, library versions, hardware, environment variables.
+Run ids, times, paths, process ids, host and argv are never causes by themselves. When nothing
+recorded differs but the metrics do, the one cause is "leftover nondeterminism", explained by mode.
+
+Example:
+    >>> d = compare("runs/run_a", "runs/run_b")           # doctest: +SKIP
+    >>> d.identical, [c.message for c in d.causes]        # doctest: +SKIP
+    (False, ['hyperparameter learning_rate: 0.001 -> 0.003'])
+    >>> d.first_divergence.epoch, d.first_divergence.step  # doctest: +SKIP
+    (0, 0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+from keras_repro.errors import RecordError
+from keras_repro.record import RunRecord, load_run, validate_record
+
+__all__ = [
+    "CATEGORIES",
+    "Cause",
+    "Divergence",
+    "MetricGap",
+    "Comparison",
+    "compare",
+    "as_record",
+    "relative_gap",
+    "leftover_message",
+]
+
+RecordLike = Union[RunRecord, Mapping[str, Any], str, "os.PathLike[str]"]
+
+# Most likely first. `nondeterminism` is only ever the single cause, when nothing recorded differs.
+CATEGORIES = (
+    "data",
+    "hyperparameters",
+    "fit",
+    "code",
+    "model",
+    "policy",
+    "initialisation",
+    "versions",
+    "hardware",
+    "environment",
+    "nondeterminism",
+)
+
+_VERSION_KEYS = ("python", "tensorflow", "keras", "numpy")
+_POLICY_KEYS = ("seed", "mode", "threads")
+_IGNORED_FLAGS = frozenset({"repro_dir"})  # where records go is not a cause
+_MISSING = object()
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cause:
+    """One recorded difference that may explain why two runs differ.
+
+    Attributes:
+        category: one of `CATEGORIES`, e.g. "hyperparameters".
+        field: dotted path in run.json, e.g. "hyperparameters.learning_rate".
+        a: the value in the first run (None when absent).
+        b: the value in the second run.
+        message: one line for people, e.g. "hyperparameter learning_rate: 0.001 -> 0.003".
+        kind: what changed; for data one of "samples", "shape", "dtype", "content", "order", "kind",
+            "presence"; elsewhere "changed".
+
+    Example:
+        >>> Cause("fit", "fit.epochs", 3, 5, "fit argument epochs: 3 -> 5").message
+        'fit argument epochs: 3 -> 5'
+    """
+
+    category: str
+    field: str
+    a: Any
+    b: Any
+    message: str
+    kind: str = "changed"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclasses.dataclass(frozen=True)
+class Divergence:
+    """Where two metric series first differ.
+
+    `epoch` and `step` are 0-based; `step` is within the epoch and `global_step` counts over all epochs
+    (both None for a per-epoch divergence, or when the record has no `metrics.steps_per_epoch`).
+
+    Example:
+        >>> Divergence("loss", 1, 2, 14, 0.5, 0.25, 0.5).describe()
+        'loss at epoch 1, step 2 (global step 14): 0.5 vs 0.25 (relative gap 5.0e-01)'
+    """
+
+    metric: str
+    epoch: int | None
+    step: int | None
+    global_step: int | None
+    a: Any
+    b: Any
+    relative_gap: float
+
+    def describe(self) -> str:
+        if self.epoch is not None and self.step is not None:
+            where = f"epoch {self.epoch}, step {self.step} (global step {self.global_step})"
+        elif self.epoch is not None:
+            where = f"epoch {self.epoch}"
+        else:
+            where = f"global step {self.global_step}"
+        return f"{self.metric} at {where}: {_fmt(self.a)} vs {_fmt(self.b)} (relative gap {_fmt_gap(self.relative_gap)})"
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricGap:
+    """A final metric (last epoch's log) in both runs and how far apart they are."""
+
+    name: str
+    a: Any
+    b: Any
+    absolute_gap: float
+    relative_gap: float
+
+    @property
+    def identical(self) -> bool:
+        return _same(self.a, self.b)
+
+    def describe(self) -> str:
+        if self.identical:
+            return f"{self.name} {_fmt(self.a)} (identical)"
+        return f"{self.name} {_fmt(self.a)} vs {_fmt(self.b)} (relative gap {_fmt_gap(self.relative_gap)})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """The result of `compare(a, b)`.
+
+    Attributes:
+        run_a, run_b: the run ids.
+        identical: final weights hashes and all metrics (per step and per epoch) are bit-identical
+            (floats compared by exact value, NaN equal to NaN).
+        causes: recorded differences, most likely first.
+        first_divergence: the first step where `metrics.steps` differ (or, if the steps agree or are
+            absent, the first epoch whose logs differ); None when the shared metrics agree.
+        epoch_divergence: the first epoch whose logs differ, None when they agree.
+        final_gaps: the final (last epoch) metrics of both runs, one `MetricGap` per shared key.
+        notes: remarks that are not causes: unfinished runs, different lengths, missing sections.
+        weights_identical: final weights hashes equal; None when either run has none.
+        steps_compared, epochs_compared: how many steps and epochs both runs have.
+    """
+
+    run_a: str | None
+    run_b: str | None
+    identical: bool
+    causes: tuple[Cause, ...]
+    first_divergence: Divergence | None
+    epoch_divergence: Divergence | None
+    final_gaps: tuple[MetricGap, ...]
+    notes: tuple[str, ...]
+    weights_identical: bool | None
+    steps_compared: int
+    epochs_compared: int
+    metrics_identical: bool
+
+    def lines(self) -> list[str]:
+        """The verdict as text, one line per finding: causes first, then the metrics."""
+        out = [f"cause: {c.message}" for c in self.causes]
+        out += [f"note: {n}" for n in self.notes]
+        if self.identical:
+            out.append(
+                f"metrics: identical ({self.steps_compared} steps, {self.epochs_compared} epochs, "
+                f"final weights {'identical' if self.weights_identical else 'not recorded'})"
+            )
+            return out
+        if self.first_divergence is not None:
+            out.append(f"metrics: first divergence: {self.first_divergence.describe()}")
+        elif self.metrics_identical:
+            out.append(f"metrics: identical over the {self.steps_compared} shared steps and {self.epochs_compared} shared epochs")
+        if self.epoch_divergence is not None and self.epoch_divergence != self.first_divergence:
+            out.append(f"metrics: epoch logs first differ: {self.epoch_divergence.describe()}")
+        if self.weights_identical is False:
+            out.append("weights: final weights differ")
+        differing = [g.describe() for g in self.final_gaps if not g.identical]
+        if differing:
+            out.append("final: " + "; ".join(differing))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (for `keras-repro diff --json`)."""
+        return dataclasses.asdict(self)
+
+
+def as_record(value: RecordLike) -> RunRecord:
+    """A `RunRecord` from a record, a dict of run.json content, or a path (run directory or run.json).
+
+    Example:
+        >>> as_record({"schema": "keras_repro.run/1", "run_id": "r"}).run_id
+        'r'
+    """
+    if isinstance(value, RunRecord):
+        return value
+    if isinstance(value, Mapping):
+        validate_record(dict(value), where="record given as a dict")
+        return RunRecord(value)
+    if isinstance(value, (str, os.PathLike)):
+        return load_run(value)
+    raise RecordError(
+        f"Expected a RunRecord, a dict or a path to compare. Received: {value!r} (of type {type(value).__name__}). "
+        f"Fix: pass keras_repro.load_run(path) or the path itself."
+    )
+
+
+def compare(a: RecordLike, b: RecordLike) -> Comparison:
+    """Compares two runs and explains why they differ, most likely cause first.
+
+    Args:
+        a, b: `RunRecord`s, dicts of run.json content, or paths to run directories / run.json files.
+
+    Returns:
+        A frozen `Comparison`.
+
+    Raises:
+        RecordError: a path is missing or not a valid record.
+
+    Example:
+        >>> d = compare("runs/a", "runs/b")               # doctest: +SKIP
+        >>> print("\\n".join(d.lines()))                  # doctest: +SKIP
+        cause: hyperparameter learning_rate: 0.001 -> 0.003
+        metrics: first divergence: loss at epoch 0, step 1 (global step 1): 2.2 vs 2.1 (relative gap 4.5e-02)
+    """
+    ra, rb = as_record(a), as_record(b)
+    notes: list[str] = []
+    causes: list[Cause] = []
+    causes += _data_causes(ra, rb, notes)
+    causes += _section_causes(ra, rb, "hyperparameters", "hyperparameters", "hyperparameter", notes)
+    causes += _section_causes(ra, rb, "fit", "fit", "fit argument", notes)
+    causes += _code_causes(ra, rb, notes)
+    causes += _model_causes(ra, rb)
+    causes += _policy_causes(ra, rb, notes)
+    causes += _init_causes(ra, rb, causes)
+    causes += _environment_causes(ra, rb, notes)
+
+    steps_a, steps_b = ra.steps, rb.steps
+    step_div = _first_step_divergence(ra, rb)
+    epoch_div = _first_epoch_divergence(ra.epochs, rb.epochs)
+    steps_same = step_div is None and len(steps_a) == len(steps_b)
+    epochs_same = epoch_div is None and len(ra.epochs) == len(rb.epochs)
+    wa, wb = ra.final_weights_sha256, rb.final_weights_sha256
+    weights_identical = None if wa is None or wb is None else wa == wb
+    identical = steps_same and epochs_same and (weights_identical is True or (wa is None and wb is None))
+    notes += _status_notes(ra, rb, len(steps_a), len(steps_b), len(ra.epochs), len(rb.epochs))
+    if identical and wa is None and wb is None:
+        notes.append("neither run recorded final weights: identical by metrics only")
+    if not identical and not causes:
+        causes.append(_leftover(ra, rb))
+    return Comparison(
+        run_a=ra.run_id,
+        run_b=rb.run_id,
+        identical=identical,
+        causes=tuple(causes),
+        first_divergence=step_div or epoch_div,
+        epoch_divergence=epoch_div,
+        final_gaps=_final_gaps(ra.epochs, rb.epochs),
+        notes=tuple(notes),
+        weights_identical=weights_identical,
+        steps_compared=min(len(steps_a), len(steps_b)),
+        epochs_compared=min(len(ra.epochs), len(rb.epochs)),
+        metrics_identical=step_div is None and epoch_div is None,
+    )
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Exact equality, NaN equal to NaN, recursively; `{"__repr__"}` values without memory addresses."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (a != a and b != b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) == {"__repr__"} == set(b):
+            return _ADDRESS.sub("", str(a["__repr__"])) == _ADDRESS.sub("", str(b["__repr__"]))
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if type(a) is not type(b) and (isinstance(a, bool) or isinstance(b, bool)):
+        return False  # True == 1 in Python, but not in a record
+    return a is b or a == b
+
+
+def relative_gap(a: Any, b: Any) -> float:
+    """|a - b| / max(|a|, |b|); 0 for equal values, inf when one is NaN/inf or not a number.
+
+    Example:
+        >>> relative_gap(2.0, 1.0)
+        0.5
+    """
+    if _same(a, b):
+        return 0.0
+    try:
+        fa, fb = float(a), float(b)
+    except (TypeError, ValueError):
+        return math.inf
+    if not (math.isfinite(fa) and math.isfinite(fb)):
+        return math.inf
+    scale = max(abs(fa), abs(fb))
+    return abs(fa - fb) / scale if scale else 0.0
+
+
+def _fmt(value: Any) -> str:
+    if value is _MISSING:
+        return "(absent)"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        if re.fullmatch(r"[0-9a-f]{40,64}", value):
+            return value[:12]
+        return value if value and len(value) <= 80 and value.strip() == value else repr(value)[:80]
+    if isinstance(value, dict) and set(value) == {"__repr__"}:
+        return _ADDRESS.sub("", str(value["__repr__"]))[:80]
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _fmt_gap(gap: float) -> str:
+    return "inf" if math.isinf(gap) else f"{gap:.1e}"
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to {"a.b.c": leaf}; lists and `{"__repr__"}` values are leaves."""
+    if isinstance(value, dict) and value and set(value) != {"__repr__"}:
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(_flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> Iterable[tuple[str, Any, Any]]:
+    """(key, value_a, value_b) for every flattened key whose values differ, in a's order then b's."""
+    fa, fb = _flatten(dict(a)), _flatten(dict(b))
+    for key in list(fa) + [k for k in fb if k not in fa]:
+        va, vb = fa.get(key, _MISSING), fb.get(key, _MISSING)
+        if not _same(va, vb):
+            yield key, va, vb
+
+
+def _both_sections(ra: RunRecord, rb: RunRecord, name: str, notes: list[str]) -> bool:
+    """False (with a note) when a section is missing from one record: an older or partial record."""
+    has_a, has_b = isinstance(ra.get(name), dict), isinstance(rb.get(name), dict)
+    if has_a and has_b:
+        return True
+    if has_a or has_b:
+        missing = "A" if not has_a else "B"
+        notes.append(f"run {missing} has no '{name}' section (older or partial record): not compared")
+    return False
+
+
+def _cause(category: str, field: str, a: Any, b: Any, message: str, kind: str = "changed") -> Cause:
+    return Cause(category, field, None if a is _MISSING else a, None if b is _MISSING else b, message, kind)
+
+
+# --- causes by category ---------------------------------------------------------------------------
+
+
+def _data_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause]:
+    if not _both_sections(ra, rb, "data", notes):
+        return []
+    da, db = ra.section("data"), rb.section("data")
+    causes: list[Cause] = []
+    for name in ("x", "y", "sample_weight"):
+        causes += _fingerprint_causes(f"data.{name}", name, da.get(name), db.get(name))
+    va, vb = da.get("validation"), db.get("validation")
+    if isinstance(va, dict) and isinstance(vb, dict):
+        for name in sorted(set(va) | set(vb), key=lambda k: (k not in ("x", "y"), k)):
+            causes += _fingerprint_causes(f"data.validation.{name}", f"validation {name}", va.get(name), vb.get(name))
+    elif (va is None) != (vb is None):
+        causes.append(_presence_cause("data.validation", "validation data", va, vb))
+    causes += _order_causes(da.get("order"), db.get("order"))
+    return causes
+
+
+def _presence_cause(field: str, label: str, a: Any, b: Any) -> Cause:
+    where = "only in run B" if a is None else "only in run A"
+    return _cause("data", field, a, b, f"data {label}: given {where}", "presence")
+
+
+# (key, words, Cause.kind) of the fingerprint fields compared before the content hash.
+_FINGERPRINT_FIELDS = (
+    ("samples", "sample count", "samples"),
+    ("cardinality", "cardinality", "samples"),
+    ("shape", "shape", "shape"),
+    ("element_spec", "element spec", "shape"),
+    ("dtype", "dtype", "dtype"),
+)
+
+
+def _fingerprint_causes(field: str, label: str, a: Any, b: Any) -> list[Cause]:
+    """What changed between two data fingerprints: presence, kind, samples, shape, dtype, content, order."""
+    if _same(a, b):
+        return []
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return [_presence_cause(field, label, a, b)]
+    if a.get("kind") != b.get("kind"):
+        return [_cause("data", f"{field}.kind", a.get("kind"), b.get("kind"),
+                       f"data {label}: kind {_fmt(a.get('kind'))} -> {_fmt(b.get('kind'))}", "kind")]
+    kind = a.get("kind")
+    causes = []
+    for key, what, how in _FINGERPRINT_FIELDS:
+        if not _same(a.get(key, _MISSING), b.get(key, _MISSING)):
+            causes.append(_cause("data", f"{field}.{key}", a.get(key), b.get(key),
+                                 f"data {label}: {what} {_fmt(a.get(key))} -> {_fmt(b.get(key))}", how))
+    if kind in ("list", "tuple", "dict") and isinstance(a.get("items"), (dict, list)) and isinstance(b.get("items"), (dict, list)):
+        ia, ib = a["items"], b["items"]
+        keys = list(ia) if isinstance(ia, dict) else list(range(len(ia)))
+        if isinstance(ia, type(ib)) and (len(ia) == len(ib)):
+            for k in keys:
+                causes += _fingerprint_causes(f"{field}.items.{k}", f"{label}[{k!r}]", ia[k], ib[k])
+            return causes
+    if kind == "dataset":
+        fa, fb = a.get("first_elements"), b.get("first_elements")
+        if isinstance(fa, list) and isinstance(fb, list) and not _same(fa, fb):
+            same_set = sorted(map(str, fa)) == sorted(map(str, fb))
+            index = next((i for i, (x, y) in enumerate(zip(fa, fb)) if x != y), min(len(fa), len(fb)))
+            how = "the same elements in another order" if same_set else "other elements or another order"
+            causes.append(_cause("data", f"{field}.first_elements", fa, fb,
+                                 f"data {label}: dataset fed {how} (first difference at element {index})", "order"))
+        return causes
+    if causes or _same(a.get("sha256", _MISSING), b.get("sha256", _MISSING)):
+        return causes
+    sa, sb = a.get("sha256"), b.get("sha256")
+    if a.get("rows_sha256") is not None and _same(a.get("rows_sha256"), b.get("rows_sha256")):
+        msg = f"data {label}: same samples in another order (sha256 {_fmt(sa)} -> {_fmt(sb)}, rows_sha256 equal)"
+        return [_cause("data", f"{field}.sha256", sa, sb, msg, "order")]
+    if kind == "other":
+        msg = f"data {label}: cannot be fingerprinted ({_fmt(a.get('type'))}); its content may differ"
+        return [_cause("data", f"{field}.type", a.get("type"), b.get("type"), msg, "content")] if a.get("type") != b.get("type") else []
+    msg = f"data {label}: content changed (sha256 {_fmt(sa)} -> {_fmt(sb)}), same shape and dtype"
+    return [_cause("data", f"{field}.sha256", sa, sb, msg, "content")]
+
+
+def _order_causes(a: Any, b: Any) -> list[Cause]:
+    """The sample order `fit` used per epoch (`data.order`), compared over the epochs both runs reached."""
+    if not isinstance(a, list) or not isinstance(b, list):
+        return []
+    for i, (ea, eb) in enumerate(zip(a, b)):
+        if not isinstance(ea, dict) or not isinstance(eb, dict):
+            continue
+        if not _same(ea.get("sha256"), eb.get("sha256")):
+            epoch = ea.get("epoch", i)
+            msg = (f"data order: the samples were fed in another order from epoch {epoch} "
+                   f"(first indices {_fmt(ea.get('head'))} -> {_fmt(eb.get('head'))})")
+            return [_cause("data", f"data.order.{i}", ea.get("head"), eb.get("head"), msg, "order")]
+    return []
+
+
+def _section_causes(ra: RunRecord, rb: RunRecord, section: str, category: str, label: str,
+                    notes: list[str]) -> list[Cause]:
+    if not _both_sections(ra, rb, section, notes):
+        return []
+    a, b = ra.section(section), rb.section(section)
+    diffs = list(_diff_keys(a, b))
+    top = {k: (va, vb) for k, va, vb in diffs if "." not in k}
+    causes = []
+    for key, va, vb in diffs:
+        head, _, leaf = key.rpartition(".")
+        if head == "optimizer_config" and leaf in top and _same(top[leaf], (va, vb)):
+            continue  # learning_rate is also at the top level: say it once
+        causes.append(_cause(category, f"{section}.{key}", va, vb, f"{label} {key}: {_fmt(va)} -> {_fmt(vb)}"))
+    return causes
+
+
+def _code_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause]:
+    if not _both_sections(ra, rb, "code", notes):
+        return []
+    a, b = ra.section("code"), rb.section("code")
+    causes = []
+    if not _same(a.get("script_sha256"), b.get("script_sha256")):
+        msg = f"code: the training script changed (script_sha256 {_fmt(a.get('script_sha256'))} -> {_fmt(b.get('script_sha256'))})"
+        causes.append(_cause("code", "code.script_sha256", a.get("script_sha256"), b.get("script_sha256"), msg))
+    ga, gb = a.get("git"), b.get("git")
+    ga, gb = (ga if isinstance(ga, dict) else {}), (gb if isinstance(gb, dict) else {})
+    for key in ("commit", "dirty"):
+        if not _same(ga.get(key), gb.get(key)):
+            causes.append(_cause("code", f"code.git.{key}", ga.get(key), gb.get(key),
+                                 f"code git {key}: {_fmt(ga.get(key))} -> {_fmt(gb.get(key))}"))
+    fa, fb = a.get("flags"), b.get("flags")
+    if isinstance(fa, dict) and isinstance(fb, dict):
+        for key, va, vb in _diff_keys(fa, fb):
+            if key not in _IGNORED_FLAGS:
+                causes.append(_cause("code", f"code.flags.{key}", va, vb, f"flag --{key}: {_fmt(va)} -> {_fmt(vb)}"))
+    return causes
+
+
+def _model_causes(ra: RunRecord, rb: RunRecord) -> list[Cause]:
+    a, b = ra.section("model"), rb.section("model")
+    causes = []
+    for key, what in (("class", "class"), ("architecture_sha256", "architecture"), ("param_count", "parameter count")):
+        if key in a and key in b and not _same(a[key], b[key]):
+            causes.append(_cause("model", f"model.{key}", a[key], b[key], f"model {what}: {_fmt(a[key])} -> {_fmt(b[key])}"))
+    return causes
+
+
+def _policy_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause]:
+    """seed/mode/threads as applied (naming what was asked when that differs too), then applied details."""
+    pa, pb, aa, ab = ra.policy, rb.policy, ra.applied, rb.applied
+    causes = []
+    for key in _POLICY_KEYS:
+        asked_differs = not _same(pa.get(key, _MISSING), pb.get(key, _MISSING))
+        if aa and ab and not _same(aa.get(key, _MISSING), ab.get(key, _MISSING)):
+            va, vb = aa.get(key, _MISSING), ab.get(key, _MISSING)
+            asked_other = not (_same(pa.get(key), va) and _same(pb.get(key), vb))
+            extra = f" (asked {_fmt(pa.get(key))} -> {_fmt(pb.get(key))})" if asked_differs and asked_other else ""
+            if key == "seed" and not asked_differs and pa.get("seed") is None:
+                extra = " (no seed given: each run drew its own)"
+            causes.append(_cause("policy", f"applied.{key}", va, vb, f"{key}: {_fmt(va)} -> {_fmt(vb)}{extra}"))
+        elif asked_differs:
+            va, vb = pa.get(key, _MISSING), pb.get(key, _MISSING)
+            causes.append(_cause("policy", f"policy.{key}", va, vb, f"{key} asked: {_fmt(va)} -> {_fmt(vb)}"))
+    if aa and ab:
+        details = {k: v for k, v in aa.items() if k not in _POLICY_KEYS}
+        others = {k: v for k, v in ab.items() if k not in _POLICY_KEYS}
+        for key, va, vb in _diff_keys(details, others):
+            causes.append(_cause("policy", f"applied.{key}", va, vb, f"applied {key}: {_fmt(va)} -> {_fmt(vb)}"))
+    elif aa or ab:
+        notes.append(f"run {'A' if not aa else 'B'} has no 'applied' section (older or partial record): compared what was asked only")
+    return causes
+
+
+def _init_causes(ra: RunRecord, rb: RunRecord, earlier: Sequence[Cause]) -> list[Cause]:
+    ia, ib = ra.initial_weights_sha256, rb.initial_weights_sha256
+    if ia is None or ib is None or ia == ib:
+        return []
+    if any(c.category == "policy" and c.field.endswith(".seed") for c in earlier):
+        why = "expected with a different seed"
+    elif any(c.category in ("model", "code") for c in earlier):
+        why = "the model or code differs"
+    else:
+        why = "same seed, so the model was built before seeding or outside keras_repro.fit's builder"
+    msg = f"initial weights differ ({_fmt(ia)} -> {_fmt(ib)}): the model was initialised differently ({why})"
+    return [_cause("initialisation", "model.initial_weights_sha256", ia, ib, msg)]
+
+
+def _environment_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause]:
+    if not _both_sections(ra, rb, "environment", notes):
+        return []
+    a, b = ra.section("environment"), rb.section("environment")
+    versions, hardware, env = [], [], []
+    for key, va, vb in _diff_keys({k: v for k, v in a.items() if k != "env"}, {k: v for k, v in b.items() if k != "env"}):
+        top = key.split(".")[0]
+        if top in _VERSION_KEYS:
+            versions.append(_cause("versions", f"environment.{key}", va, vb, f"version {key}: {_fmt(va)} -> {_fmt(vb)}"))
+        else:
+            hardware.append(_cause("hardware", f"environment.{key}", va, vb, f"hardware {key}: {_fmt(va)} -> {_fmt(vb)}"))
+    ea, eb = a.get("env"), b.get("env")
+    if isinstance(ea, dict) and isinstance(eb, dict):
+        for key in list(ea) + [k for k in eb if k not in ea]:
+            va, vb = ea.get(key), eb.get(key)
+            if not _same(va, vb):
+                env.append(_cause("environment", f"environment.env.{key}", va, vb,
+                                  f"environment variable {key}: {_env_fmt(va)} -> {_env_fmt(vb)}"))
+    return versions + hardware + env
+
+
+def _env_fmt(value: Any) -> str:
+    return "unset" if value is None else repr(value)
+
+
+# --- metrics --------------------------------------------------------------------------------------
+
+
+def _locate(steps_per_epoch: Any, global_step: int) -> tuple[int | None, int | None]:
+    """(epoch, step within epoch) of a global step, from `metrics.steps_per_epoch`."""
+    if not isinstance(steps_per_epoch, list):
+        return None, None
+    start = 0
+    for epoch, count in enumerate(steps_per_epoch):
+        if not isinstance(count, int):
+            return None, None
+        if global_step < start + count:
+            return epoch, global_step - start
+        start += count
+    return None, None
+
+
+def _first_step_divergence(ra: RunRecord, rb: RunRecord) -> Divergence | None:
+    a, b = ra.steps, rb.steps
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x == y and x.__class__ is y.__class__:
+            continue
+        if x != x and y != y:  # both NaN
+            continue
+        epoch, step = _locate(ra.metrics.get("steps_per_epoch"), i)
+        return Divergence("loss", epoch, step, i, x, y, relative_gap(x, y))
+    return None
+
+
+def _first_epoch_divergence(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> Divergence | None:
+    for epoch, (la, lb) in enumerate(zip(a, b)):
+        if not isinstance(la, dict) or not isinstance(lb, dict):
+            continue
+        for key in list(la) + [k for k in lb if k not in la]:
+            va, vb = la.get(key, _MISSING), lb.get(key, _MISSING)
+            if not _same(va, vb):
+                return Divergence(key, epoch, None, None, None if va is _MISSING else va,
+                                  None if vb is _MISSING else vb, relative_gap(va, vb))
+    return None
+
+
+def _final_gaps(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[MetricGap, ...]:
+    if not a or not b or not isinstance(a[-1], dict) or not isinstance(b[-1], dict):
+        return ()
+    la, lb = a[-1], b[-1]
+    gaps = []
+    for key in la:
+        if key in lb:
+            va, vb = la[key], lb[key]
+            try:
+                absolute = abs(float(va) - float(vb)) if not _same(va, vb) else 0.0
+            except (TypeError, ValueError):
+                absolute = math.inf
+            gaps.append(MetricGap(key, va, vb, absolute if absolute == absolute else math.inf, relative_gap(va, vb)))
+    return tuple(gaps)
+
+
+def _status_notes(ra: RunRecord, rb: RunRecord, na: int, nb: int, ea: int, eb: int) -> list[str]:
+    notes = []
+    for label, rec in (("A", ra), ("B", rb)):
+        if rec.status in ("running", "interrupted", "failed"):
+            error = rec.get("error")
+            extra = f": {error}" if isinstance(error, str) and error else ""
+            notes.append(f"run {label} is {rec.status} (not completed){extra}")
+    if na != nb or ea != eb:
+        shorter = "A" if (ea, na) < (eb, nb) else "B"
+        notes.append(
+            f"runs have different lengths (A: {ea} epochs/{na} steps, B: {eb} epochs/{nb} steps): run {shorter} "
+            f"stopped earlier; compared the first {min(ea, eb)} epochs/{min(na, nb)} steps"
+        )
+    return notes
+
+
+# --- leftover nondeterminism ----------------------------------------------------------------------
+
+_LEFTOVER = {
+    "off": "mode 'off' seeds nothing, so initialisation, shuffling and dropout are random in every run. "
+           "Fix: pass a seed with mode 'seeded' or stricter",
+    "seeded": "mode 'seeded' seeds the RNGs but enables no op determinism and leaves thread counts unfixed, "
+              "so parallel reductions may add up in another order. Fix: use mode 'deterministic' or 'bitwise'",
+    "deterministic": "mode 'deterministic' enables op determinism and fixes the thread count per machine, but "
+                     "does not pin oneDNN or devices. Fix: use mode 'bitwise' (keras-repro run --mode bitwise)",
+    "bitwise": "mode 'bitwise' should make these runs bit-identical: an unseeded random source in user code "
+               "(e.g. np.random.default_rng() without a seed, time- or hash-dependent code) or a keras_repro bug; "
+               "please report it with both run.json files",
+}
+
+
+def leftover_message(mode: Any) -> str:
+    """What a mode still allows to vary, and the fix.
+
+    Example:
+        >>> leftover_message("seeded").startswith("mode 'seeded' seeds the RNGs")
+        True
+    """
+    return _LEFTOVER.get(mode, f"mode {mode!r} is unknown; nothing says which sources it fixes")
+
+
+def _leftover(ra: RunRecord, rb: RunRecord) -> Cause:
+    mode = ra.applied.get("mode", ra.policy.get("mode"))
+    msg = f"leftover nondeterminism: nothing recorded differs, yet the results do; {leftover_message(mode)}"
+    return Cause("nondeterminism", "applied.mode", mode, rb.applied.get("mode", rb.policy.get("mode")), msg)
