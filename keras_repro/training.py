@@ -1,0 +1,279 @@
+"""`keras_repro.fit`: `model.fit` under a reproducibility policy, with a run record.
+
+Example:
+    >>> import keras_repro
+    >>> def build():
+    ...     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+    ...     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    ...     return model
+    >>> history = keras_repro.fit(build, x, y, epochs=3, batch_size=64, seed=42, mode="bitwise")  # doctest: +SKIP
+    >>> history.run.final_weights_sha256                                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from typing import Any, Callable, Mapping
+
+from keras_repro import runtime
+from keras_repro.data import fingerprint, is_array_like, num_samples
+from keras_repro.errors import InvalidPolicyError, PolicyConflictError, ReproducibilityError
+from keras_repro.policy import Policy, resolve
+
+__all__ = ["fit"]
+
+logger = logging.getLogger("keras_repro")
+
+# model.fit arguments that describe data rather than how to train; not copied into record["fit"].
+_DATA_ARGS = ("x", "y", "sample_weight", "validation_data", "callbacks")
+
+
+def fit(
+    model_or_builder: Any,
+    x: Any = None,
+    y: Any = None,
+    *,
+    seed: int | None = None,
+    mode: str | None = None,
+    threads: int | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    resume: bool | str | os.PathLike[str] | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    **fit_kwargs: Any,
+) -> Any:
+    """Trains like `model.fit`, reproducibly, and writes a run record.
+
+    Args:
+        model_or_builder: a compiled `keras.Model`, or a zero-argument callable returning one (called
+            after seeding, so that weight initialisation is reproducible; prefer this).
+        x, y: as for `model.fit` (arrays, dicts/lists of arrays, a `tf.data.Dataset`, ...).
+        seed, mode, threads: the policy (see `keras_repro.configure`); None takes the configured
+            policy, absl flags or `KERAS_REPRO_*` environment defaults, in that order.
+        run_dir: where the record goes (default `--repro_dir`, `$KERAS_REPRO_DIR`, `runs`).
+        resume: reserved for resuming an interrupted run (see the README).
+        hyperparameters: a dict of your own to record (compared by `keras-repro diff`).
+        **fit_kwargs: every other `model.fit` argument, passed through.
+
+    Returns:
+        The Keras `History`, with `history.run` set to the `RunRecord` of this fit.
+
+    Array inputs with `shuffle=True` (Keras's default) or `"batch"` are fed in an order derived from
+    (seed, epoch): a new order every epoch, the same on every rerun. (Keras itself repeats the first
+    epoch's order once a seed is set.) `shuffle=False` and datasets are passed through unchanged.
+
+    Raises:
+        InvalidPolicyError, TooLateError, PolicyConflictError: see `configure`.
+        ReproducibilityError: the builder did not return a Keras model, or arguments conflict.
+    """
+    import keras
+
+    policy, sources = resolve(seed, mode, threads, flag_values=runtime._flag_values())
+    if resume not in (None, False):
+        raise ReproducibilityError(
+            "resume= is not available in this version of keras_repro. Fix: rerun the whole training with the "
+            "same seed and mode (it gives the same bits), or upgrade keras_repro."
+        )
+    _check_fit_kwargs(fit_kwargs)
+    was_configured = runtime.configured_policy() is not None
+    applied = _ensure_policy(policy, sources)
+    effective = runtime.configured_policy()
+    assert effective is not None
+    run_seed = policy.seed if policy.seed is not None else effective.seed
+    if effective.mode != "off":
+        runtime.seed_everything(run_seed)  # right before building: Keras draws layer seeds from `random`
+
+    model = _materialise(model_or_builder, keras)
+    warnings_ = list(applied.get("warnings", []))
+    if (
+        effective.mode != "off"
+        and not callable_builder(model_or_builder, keras)
+        and not was_configured
+        and model.built
+    ):
+        warnings_.append(
+            "the model was built before keras_repro seeded this process, so its initial weights are not "
+            "reproducible; pass a builder function (keras_repro.fit(build_model, ...)) or call "
+            "keras_repro.configure() before building it"
+        )
+    if policy.seed is not None and effective.seed != policy.seed:
+        warnings_.append(f"this fit reseeded with seed={policy.seed} (the process was configured with seed={effective.seed})")
+    for message in warnings_[len(applied.get("warnings", [])):]:
+        logger.warning("keras_repro: %s", message)
+
+    from keras_repro.callback import ReproCallback
+
+    recorded_fit_args = {k: v for k, v in fit_kwargs.items() if k not in _DATA_ARGS}
+    for key, default in (("batch_size", None), ("epochs", 1), ("shuffle", True), ("validation_split", 0.0), ("initial_epoch", 0)):
+        recorded_fit_args.setdefault(key, default)
+    user_callbacks = list(fit_kwargs.get("callbacks") or [])
+    recorded_fit_args["callbacks"] = [type(c).__name__ for c in user_callbacks]
+
+    callback = ReproCallback(run_dir, hyperparameters=hyperparameters, fit_args=recorded_fit_args)
+    callback.policy = {**policy.as_dict(), "seed": policy.seed if policy.seed is not None else effective.seed}
+    callback.policy["mode"] = effective.mode
+    callback.policy["threads"] = effective.threads
+    callback.applied = {**applied, "seed": run_seed if effective.mode != "off" else None, "warnings": warnings_}
+
+    call_kwargs = dict(fit_kwargs)
+    call_kwargs["callbacks"] = [*user_callbacks, callback]
+    data = {
+        "x": fingerprint(x),
+        "y": fingerprint(y),
+        "sample_weight": fingerprint(fit_kwargs.get("sample_weight")),
+        "validation": fingerprint(fit_kwargs.get("validation_data")),
+        "order": None,
+    }
+    x, y, call_kwargs, how = _order_inputs(x, y, call_kwargs, effective, run_seed, callback)
+    callback.applied["shuffle"] = how
+    callback.data = data
+    if _is_dataset(x) and effective.mode != "off":
+        from keras_repro.dataset_tap import DatasetTap
+
+        tap = DatasetTap()
+        x = tap.wrap(x)
+        callback.dataset_tap = tap
+
+    try:
+        history = model.fit(x, y, **call_kwargs)
+    except KeyboardInterrupt:
+        callback.finish("interrupted", "KeyboardInterrupt")
+        raise
+    except BaseException as e:
+        callback.finish("failed", e)
+        raise
+    callback.finish("completed")  # no-op when on_train_end already completed it
+    history.run = callback.record
+    return history
+
+
+def callable_builder(obj: Any, keras: Any) -> bool:
+    return callable(obj) and not isinstance(obj, keras.Model)
+
+
+def _materialise(model_or_builder: Any, keras: Any) -> Any:
+    if isinstance(model_or_builder, keras.Model):
+        return model_or_builder
+    if callable(model_or_builder):
+        model = model_or_builder()
+        if not isinstance(model, keras.Model):
+            raise ReproducibilityError(
+                f"The builder {getattr(model_or_builder, '__name__', model_or_builder)!r} returned "
+                f"{type(model).__name__}, not a keras.Model. Fix: return the compiled model from the builder."
+            )
+        return model
+    raise ReproducibilityError(
+        f"Expected a keras.Model or a zero-argument function that builds one. Received: {type(model_or_builder).__name__}. "
+        "Fix: keras_repro.fit(build_model, x, y, ...) where build_model() returns a compiled model."
+    )
+
+
+def _ensure_policy(policy: Policy, sources: Mapping[str, str]) -> dict[str, Any]:
+    """Configures the process, or checks the asked policy fits the configured one."""
+    current = runtime.configured_policy()
+    if current is None:
+        return runtime.apply_policy(policy, dict(sources))
+    explicit_mode = sources.get("mode") not in ("default",)
+    explicit_threads = sources.get("threads") not in ("default",)
+    if (explicit_mode and policy.mode != current.mode) or (explicit_threads and policy.threads != current.threads):
+        if not runtime.runtime_started():
+            return runtime.apply_policy(
+                Policy(seed=policy.seed if policy.seed is not None else current.seed, mode=policy.mode, threads=policy.threads),
+                dict(sources),
+            )
+        raise PolicyConflictError(
+            f"fit(mode={policy.mode!r}, threads={policy.threads}) conflicts with the policy this process was "
+            f"configured with (mode={current.mode!r}, threads={current.threads}), and TensorFlow already started. "
+            "Fix: pass the same mode and threads to configure() and fit(), or leave them out of fit()."
+        )
+    applied = runtime.configured_applied()
+    assert applied is not None
+    return applied
+
+
+def _check_fit_kwargs(kwargs: Mapping[str, Any]) -> None:
+    shuffle = kwargs.get("shuffle", True)
+    if shuffle not in (True, False, "batch"):
+        raise InvalidPolicyError(
+            f"Expected `shuffle` to be True, False or 'batch'. Received: shuffle={shuffle!r}. Fix: pass one of those."
+        )
+    batch_size = kwargs.get("batch_size")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise InvalidPolicyError(f"Expected `batch_size` to be a positive integer. Received: batch_size={batch_size!r}.")
+    split = kwargs.get("validation_split", 0.0)
+    if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0.0 <= split < 1.0:
+        raise InvalidPolicyError(f"Expected `validation_split` in [0, 1). Received: validation_split={split!r}.")
+
+
+def _is_dataset(value: Any) -> bool:
+    return any(c.__name__ in ("DatasetV2", "DatasetV1") for c in type(value).__mro__)
+
+
+def _arrays(value: Any) -> bool:
+    if value is None:
+        return False
+    if is_array_like(value):
+        return True
+    if isinstance(value, Mapping):
+        return bool(value) and all(is_array_like(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(is_array_like(v) for v in value)
+    return False
+
+
+def _split(value: Any, at: int) -> tuple[Any, Any]:
+    if value is None:
+        return None, None
+    if isinstance(value, Mapping):
+        pairs = {k: _split(v, at) for k, v in value.items()}
+        return {k: p[0] for k, p in pairs.items()}, {k: p[1] for k, p in pairs.items()}
+    if isinstance(value, (list, tuple)):
+        pairs_list = [_split(v, at) for v in value]
+        return type(value)(p[0] for p in pairs_list), type(value)(p[1] for p in pairs_list)
+    return value[:at], value[at:]
+
+
+def _order_inputs(
+    x: Any, y: Any, kwargs: dict[str, Any], policy: Policy, seed: int | None, callback: Any
+) -> tuple[Any, Any, dict[str, Any], str]:
+    """Replaces shuffled array inputs by a stream ordered by (seed, epoch); returns what it did."""
+    shuffle = kwargs.get("shuffle", True)
+    if policy.mode == "off" or seed is None:
+        return x, y, kwargs, "keras (unchanged)"
+    if not _arrays(x) or shuffle is False:
+        return x, y, kwargs, "none (shuffle=False)" if shuffle is False else "keras (dataset or generator input)"
+    if y is not None and not _arrays(y):
+        return x, y, kwargs, "keras (unchanged)"
+    sample_weight = kwargs.pop("sample_weight", None)
+    split = kwargs.pop("validation_split", 0.0) or 0.0
+    n = num_samples(x) or 0
+    if split and kwargs.get("validation_data") is None:
+        # Keras's rule: the last fraction, before any shuffling.
+        at = int(math.floor(n * (1.0 - split)))
+        if at == 0 or at == n:
+            raise ReproducibilityError(
+                f"Training data contains {n} samples, which is not sufficient to split it into a validation and "
+                f"training set as specified by `validation_split={split}`. Fix: provide more data or another split."
+            )
+        x, x_val = _split(x, at)
+        y, y_val = _split(y, at)
+        sample_weight, sw_val = _split(sample_weight, at)
+        kwargs["validation_data"] = (x_val, y_val) if sw_val is None else (x_val, y_val, sw_val)
+    batch_size = kwargs.pop("batch_size", None) or 32
+    if kwargs.get("validation_data") is not None:
+        kwargs.setdefault("validation_batch_size", batch_size)
+    kwargs["shuffle"] = False  # the stream is ordered already (and Keras warns about shuffle=True on datasets)
+    from keras_repro.shuffle import ArrayStream, order_summary
+
+    arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
+    if y is None and sample_weight is None:
+        arrays = (x,)
+    stream = ArrayStream(arrays, batch_size, shuffle, seed)
+    steps = kwargs.get("steps_per_epoch") or stream.batches_per_epoch
+    kwargs["steps_per_epoch"] = steps
+    start = int(kwargs.get("initial_epoch", 0)) * steps
+    if steps == stream.batches_per_epoch:
+        callback.order_source = lambda epoch: order_summary(stream.order(epoch), epoch)
+    return stream.dataset(start), None, kwargs, f"keras_repro: a new order per epoch from (seed, epoch), shuffle={shuffle!r}"
