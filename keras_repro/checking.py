@@ -1,0 +1,259 @@
+"""`keras-repro check`: run a training command several times and say whether it reproduces.
+
+Each run is a fresh process whose environment names, in `KERAS_REPRO_RECORDS_FILE`, an empty temporary
+file; every `keras_repro.fit` in the child appends the absolute path of its run record to it. `check`
+never changes where the script writes its records. Run 1 is then compared with every other run, record
+by record, and each difference is turned into its likely source and fix.
+
+TensorFlow-free: only the children train.
+
+Example:
+    >>> result = run_check([sys.executable, "train.py"], runs=2)   # doctest: +SKIP
+    >>> result.exit_code, result.lines()[-1]                       # doctest: +SKIP
+    (0, 'reproducible')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from keras_repro.comparison import Comparison, compare, leftover_message
+from keras_repro.errors import ReproducibilityError
+from keras_repro.policy import ENV_RECORDS_FILE
+from keras_repro.record import load_run
+
+__all__ = ["ChildRun", "Pairing", "CheckResult", "run_check", "likely_sources"]
+
+_TAIL_LINES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildRun:
+    """One run of the command: its exit code, the records it reported, the end of its stderr."""
+
+    index: int  # 1-based
+    returncode: int
+    records: tuple[str, ...]
+    stderr_tail: str
+    seconds: float
+
+    def summary(self) -> str:
+        count = len(self.records)
+        noun = "record" if count == 1 else "records"
+        return f"run {self.index}: exit {self.returncode}, {count} {noun} ({self.seconds:.1f} s)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pairing:
+    """Run 1's record number `record` compared with the same record of run `other`."""
+
+    other: int
+    record: int  # 1-based
+    of: int
+    comparison: Comparison
+
+    def label(self) -> str:
+        which = f", record {self.record} of {self.of}" if self.of > 1 else ""
+        return f"run 1 vs run {self.other}{which}"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """The outcome of `run_check`.
+
+    Attributes:
+        runs: one `ChildRun` per run of the command.
+        problems: runs that failed, wrote no record, a different number of records, or an unreadable one.
+        pairings: the comparisons made (none when there are problems).
+        exit_code: 0 reproducible, 1 different, 2 a run could not be checked.
+    """
+
+    runs: tuple[ChildRun, ...]
+    problems: tuple[str, ...]
+    pairings: tuple[Pairing, ...]
+
+    @property
+    def reproducible(self) -> bool:
+        return not self.problems and all(p.comparison.identical for p in self.pairings)
+
+    @property
+    def exit_code(self) -> int:
+        if self.problems:
+            return 2
+        return 0 if self.reproducible else 1
+
+    def lines(self) -> list[str]:
+        """The report, one line per finding; the last line is the verdict."""
+        out = [run.summary() for run in self.runs]
+        out += self.problems
+        for pairing in self.pairings:
+            c = pairing.comparison
+            if c.identical:
+                out.append(f"{pairing.label()}: identical ({c.steps_compared} steps, {c.epochs_compared} epochs)")
+                continue
+            out.append(f"{pairing.label()}: differ")
+            out += [f"  {line}" for line in c.lines()]
+            out += [f"  likely source: {hint}" for hint in likely_sources(c)]
+        if self.problems:
+            out.append("cannot check: see the problems above")
+        else:
+            out.append("reproducible" if self.reproducible else "not reproducible")
+        return out
+
+
+def run_check(
+    command: Sequence[str],
+    runs: int = 2,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+) -> CheckResult:
+    """Runs `command` `runs` times in fresh processes and compares the records they write.
+
+    Args:
+        command: the program and its arguments, e.g. `["python", "train.py"]`.
+        runs: how many times to run it (at least 2).
+        environ: the base environment for the children (default `os.environ`).
+        cwd: the children's working directory.
+        timeout: seconds each run may take (None: no limit).
+
+    Raises:
+        ReproducibilityError: no command, fewer than 2 runs, or the command cannot be started.
+
+    Example:
+        >>> run_check(["python", "train.py"], runs=3).exit_code   # doctest: +SKIP
+        0
+    """
+    if not command:
+        raise ReproducibilityError("No command given. Usage: keras-repro check [--runs N] -- CMD ...")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 2:
+        raise ReproducibilityError(f"Expected --runs to be an integer >= 2 (run 1 is compared with the others). Received: {runs!r}.")
+    children = []
+    with tempfile.TemporaryDirectory(prefix="keras-repro-check-") as tmp:
+        for index in range(1, runs + 1):
+            children.append(_run_child(command, index, Path(tmp) / f"run-{index}.records", environ, cwd, timeout))
+    problems = _problems(children)
+    if problems:
+        return CheckResult(tuple(children), tuple(problems), ())
+    pairings, load_problems = _compare_runs(children)
+    return CheckResult(tuple(children), tuple(load_problems), tuple(pairings) if not load_problems else ())
+
+
+def _run_child(command: Sequence[str], index: int, records_file: Path, environ: Mapping[str, str] | None,
+               cwd: str | os.PathLike[str] | None, timeout: float | None) -> ChildRun:
+    records_file.write_text("")
+    env = dict(os.environ if environ is None else environ)
+    env[ENV_RECORDS_FILE] = str(records_file.resolve())
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(list(command), env=env, cwd=cwd, timeout=timeout,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+        code, stderr = proc.returncode, proc.stderr or ""
+    except FileNotFoundError:
+        raise ReproducibilityError(f"Command not found: {command[0]!r}.") from None
+    except PermissionError:
+        raise ReproducibilityError(f"Command not executable: {command[0]!r}.") from None
+    except subprocess.TimeoutExpired as e:
+        code, stderr = -9, (e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or "")
+        stderr += f"\n(killed after the {timeout} s timeout)"
+    seconds = time.monotonic() - start
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    records = tuple(str(base / line.strip()) for line in records_file.read_text().splitlines() if line.strip())
+    tail = "\n".join(stderr.rstrip().splitlines()[-_TAIL_LINES:])
+    return ChildRun(index, code if code >= 0 else 128 - code, records, tail, seconds)
+
+
+def _problems(children: Sequence[ChildRun]) -> list[str]:
+    problems = []
+    for child in children:
+        if child.returncode != 0:
+            problems.append(f"run {child.index}: the command failed with exit code {child.returncode}; its stderr ends with:")
+            problems += [f"  | {line}" for line in (child.stderr_tail or "(empty)").splitlines()]
+        elif not child.records:
+            problems.append(
+                f"run {child.index}: wrote no run record. Expected keras_repro.fit to run in the command "
+                f"(it appends each record's path to ${ENV_RECORDS_FILE}); does the command call keras_repro.fit?"
+            )
+    if problems:
+        return problems
+    counts = [len(c.records) for c in children]
+    if len(set(counts)) > 1:
+        listed = ", ".join(f"run {c.index}: {len(c.records)}" for c in children)
+        problems.append(f"the runs wrote different numbers of records ({listed}), so they cannot be paired")
+    return problems
+
+
+def _compare_runs(children: Sequence[ChildRun]) -> tuple[list[Pairing], list[str]]:
+    problems: list[str] = []
+    loaded = []
+    for child in children:
+        recs = []
+        for path in child.records:
+            try:
+                recs.append(load_run(path))
+            except ReproducibilityError as e:
+                problems.append(f"run {child.index}: {e}")
+        loaded.append(recs)
+    if problems:
+        return [], problems
+    first = loaded[0]
+    pairings = []
+    for child, recs in zip(children[1:], loaded[1:]):
+        for k, (ra, rb) in enumerate(zip(first, recs), start=1):
+            pairings.append(Pairing(child.index, k, len(first), compare(ra, rb)))
+    return pairings, []
+
+
+def likely_sources(comparison: Comparison) -> list[str]:
+    """The likely sources of a difference between two runs of the same command, each with its fix.
+
+    Example:
+        >>> likely_sources(compare("runs/a", "runs/b"))     # doctest: +SKIP
+        ['the training data differs between the runs: unseeded randomness in data loading ...']
+    """
+    causes = comparison.causes
+    hints: list[str] = []
+    data = [c for c in causes if c.category == "data"]
+    if any(c.kind != "order" for c in data) or any(c.kind == "order" and ".sha256" in c.field for c in data):
+        hints.append(
+            "the training data differs between the runs: unseeded randomness in data loading or preparation "
+            "(np.random.default_rng() without a seed, or random.Random(), is ignored by every global seed). "
+            "Fix: seed it explicitly, e.g. np.random.default_rng(42)"
+        )
+    if any(c.field.endswith(".first_elements") for c in data):
+        hints.append(
+            "the dataset yields its elements in another order: the tf.data pipeline was built (and shuffled) "
+            "before keras_repro.configure(). Fix: call keras_repro.configure(seed=...) before building the "
+            "dataset, or give shuffle() a seed"
+        )
+    seed = next((c for c in causes if c.category == "policy" and c.field.endswith(".seed")), None)
+    if seed is not None:
+        hints.append(
+            "the runs used different seeds (no seed given, so each run drew one). Fix: pass seed= to "
+            "keras_repro.fit/configure, or launch through `keras-repro run --seed 42 -- CMD`"
+        )
+    if any(c.category == "initialisation" for c in causes) and seed is None:
+        hints.append(
+            "the initial weights differ with the same seed: the model was built before seeding, or outside "
+            "keras_repro.fit's builder. Fix: pass a builder, keras_repro.fit(lambda: build_model(), x, y, ...), "
+            "or call keras_repro.configure(...) before building the model"
+        )
+    if any(c.category == "nondeterminism" for c in causes):
+        mode = causes[0].a
+        hints.append(
+            f"everything recorded is the same, but later steps differ: nondeterministic ops or threads. "
+            f"{leftover_message(mode)}"
+        )
+    if not hints and causes:
+        hints.append(
+            f"{causes[0].message}: a setting differs between runs of the same command, so the script reads "
+            f"it from something that changes (time, randomness, the environment). Fix: make it fixed"
+        )
+    return hints
