@@ -36,6 +36,7 @@ __all__ = [
     "as_record",
     "relative_gap",
     "leftover_message",
+    "format_value",
 ]
 
 RecordLike = Union[RunRecord, Mapping[str, Any], str, "os.PathLike[str]"]
@@ -118,7 +119,7 @@ class Divergence:
             where = f"epoch {self.epoch}"
         else:
             where = f"global step {self.global_step}"
-        return f"{self.metric} at {where}: {_fmt(self.a)} vs {_fmt(self.b)} (relative gap {_fmt_gap(self.relative_gap)})"
+        return f"{self.metric} at {where}: {format_value(self.a)} vs {format_value(self.b)} (relative gap {_fmt_gap(self.relative_gap)})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,8 +138,8 @@ class MetricGap:
 
     def describe(self) -> str:
         if self.identical:
-            return f"{self.name} {_fmt(self.a)} (identical)"
-        return f"{self.name} {_fmt(self.a)} vs {_fmt(self.b)} (relative gap {_fmt_gap(self.relative_gap)})"
+            return f"{self.name} {format_value(self.a)} (identical)"
+        return f"{self.name} {format_value(self.a)} vs {format_value(self.b)} (relative gap {_fmt_gap(self.relative_gap)})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +175,8 @@ class Comparison:
 
     def lines(self) -> list[str]:
         """The verdict as text, one line per finding: causes first, then the metrics."""
-        out = [f"cause: {c.message}" for c in self.causes]
+        label = "recorded difference (the results are identical)" if self.identical else "cause"
+        out = [f"{label}: {c.message}" for c in self.causes]
         out += [f"note: {n}" for n in self.notes]
         if self.identical:
             out.append(
@@ -316,7 +318,13 @@ def relative_gap(a: Any, b: Any) -> float:
     return abs(fa - fb) / scale if scale else 0.0
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A value as short, readable text: hashes shortened, None as "none", long reprs cut.
+
+    Example:
+        >>> format_value(None), format_value(0.001), format_value(True)
+        ('none', '0.001', 'true')
+    """
     if value is _MISSING:
         return "(absent)"
     if value is None:
@@ -416,13 +424,13 @@ def _fingerprint_causes(field: str, label: str, a: Any, b: Any) -> list[Cause]:
         return [_presence_cause(field, label, a, b)]
     if a.get("kind") != b.get("kind"):
         return [_cause("data", f"{field}.kind", a.get("kind"), b.get("kind"),
-                       f"data {label}: kind {_fmt(a.get('kind'))} -> {_fmt(b.get('kind'))}", "kind")]
+                       f"data {label}: kind {format_value(a.get('kind'))} -> {format_value(b.get('kind'))}", "kind")]
     kind = a.get("kind")
     causes = []
     for key, what, how in _FINGERPRINT_FIELDS:
         if not _same(a.get(key, _MISSING), b.get(key, _MISSING)):
             causes.append(_cause("data", f"{field}.{key}", a.get(key), b.get(key),
-                                 f"data {label}: {what} {_fmt(a.get(key))} -> {_fmt(b.get(key))}", how))
+                                 f"data {label}: {what} {format_value(a.get(key))} -> {format_value(b.get(key))}", how))
     if kind in ("list", "tuple", "dict") and isinstance(a.get("items"), (dict, list)) and isinstance(b.get("items"), (dict, list)):
         ia, ib = a["items"], b["items"]
         keys = list(ia) if isinstance(ia, dict) else list(range(len(ia)))
@@ -443,12 +451,12 @@ def _fingerprint_causes(field: str, label: str, a: Any, b: Any) -> list[Cause]:
         return causes
     sa, sb = a.get("sha256"), b.get("sha256")
     if a.get("rows_sha256") is not None and _same(a.get("rows_sha256"), b.get("rows_sha256")):
-        msg = f"data {label}: same samples in another order (sha256 {_fmt(sa)} -> {_fmt(sb)}, rows_sha256 equal)"
+        msg = f"data {label}: same samples in another order (sha256 {format_value(sa)} -> {format_value(sb)}, rows_sha256 equal)"
         return [_cause("data", f"{field}.sha256", sa, sb, msg, "order")]
     if kind == "other":
-        msg = f"data {label}: cannot be fingerprinted ({_fmt(a.get('type'))}); its content may differ"
+        msg = f"data {label}: cannot be fingerprinted ({format_value(a.get('type'))}); its content may differ"
         return [_cause("data", f"{field}.type", a.get("type"), b.get("type"), msg, "content")] if a.get("type") != b.get("type") else []
-    msg = f"data {label}: content changed (sha256 {_fmt(sa)} -> {_fmt(sb)}), same shape and dtype"
+    msg = f"data {label}: content changed (sha256 {format_value(sa)} -> {format_value(sb)}), same shape and dtype"
     return [_cause("data", f"{field}.sha256", sa, sb, msg, "content")]
 
 
@@ -462,7 +470,7 @@ def _order_causes(a: Any, b: Any) -> list[Cause]:
         if not _same(ea.get("sha256"), eb.get("sha256")):
             epoch = ea.get("epoch", i)
             msg = (f"data order: the samples were fed in another order from epoch {epoch} "
-                   f"(first indices {_fmt(ea.get('head'))} -> {_fmt(eb.get('head'))})")
+                   f"(first indices {format_value(ea.get('head'))} -> {format_value(eb.get('head'))})")
             return [_cause("data", f"data.order.{i}", ea.get("head"), eb.get("head"), msg, "order")]
     return []
 
@@ -479,7 +487,7 @@ def _section_causes(ra: RunRecord, rb: RunRecord, section: str, category: str, l
         head, _, leaf = key.rpartition(".")
         if head == "optimizer_config" and leaf in top and _same(top[leaf], (va, vb)):
             continue  # learning_rate is also at the top level: say it once
-        causes.append(_cause(category, f"{section}.{key}", va, vb, f"{label} {key}: {_fmt(va)} -> {_fmt(vb)}"))
+        causes.append(_cause(category, f"{section}.{key}", va, vb, f"{label} {key}: {format_value(va)} -> {format_value(vb)}"))
     return causes
 
 
@@ -489,19 +497,19 @@ def _code_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause]:
     a, b = ra.section("code"), rb.section("code")
     causes = []
     if not _same(a.get("script_sha256"), b.get("script_sha256")):
-        msg = f"code: the training script changed (script_sha256 {_fmt(a.get('script_sha256'))} -> {_fmt(b.get('script_sha256'))})"
+        msg = f"code: the training script changed (script_sha256 {format_value(a.get('script_sha256'))} -> {format_value(b.get('script_sha256'))})"
         causes.append(_cause("code", "code.script_sha256", a.get("script_sha256"), b.get("script_sha256"), msg))
     ga, gb = a.get("git"), b.get("git")
     ga, gb = (ga if isinstance(ga, dict) else {}), (gb if isinstance(gb, dict) else {})
     for key in ("commit", "dirty"):
         if not _same(ga.get(key), gb.get(key)):
             causes.append(_cause("code", f"code.git.{key}", ga.get(key), gb.get(key),
-                                 f"code git {key}: {_fmt(ga.get(key))} -> {_fmt(gb.get(key))}"))
+                                 f"code git {key}: {format_value(ga.get(key))} -> {format_value(gb.get(key))}"))
     fa, fb = a.get("flags"), b.get("flags")
     if isinstance(fa, dict) and isinstance(fb, dict):
         for key, va, vb in _diff_keys(fa, fb):
             if key not in _IGNORED_FLAGS:
-                causes.append(_cause("code", f"code.flags.{key}", va, vb, f"flag --{key}: {_fmt(va)} -> {_fmt(vb)}"))
+                causes.append(_cause("code", f"code.flags.{key}", va, vb, f"flag --{key}: {format_value(va)} -> {format_value(vb)}"))
     return causes
 
 
@@ -510,7 +518,7 @@ def _model_causes(ra: RunRecord, rb: RunRecord) -> list[Cause]:
     causes = []
     for key, what in (("class", "class"), ("architecture_sha256", "architecture"), ("param_count", "parameter count")):
         if key in a and key in b and not _same(a[key], b[key]):
-            causes.append(_cause("model", f"model.{key}", a[key], b[key], f"model {what}: {_fmt(a[key])} -> {_fmt(b[key])}"))
+            causes.append(_cause("model", f"model.{key}", a[key], b[key], f"model {what}: {format_value(a[key])} -> {format_value(b[key])}"))
     return causes
 
 
@@ -523,18 +531,18 @@ def _policy_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause
         if aa and ab and not _same(aa.get(key, _MISSING), ab.get(key, _MISSING)):
             va, vb = aa.get(key, _MISSING), ab.get(key, _MISSING)
             asked_other = not (_same(pa.get(key), va) and _same(pb.get(key), vb))
-            extra = f" (asked {_fmt(pa.get(key))} -> {_fmt(pb.get(key))})" if asked_differs and asked_other else ""
+            extra = f" (asked {format_value(pa.get(key))} -> {format_value(pb.get(key))})" if asked_differs and asked_other else ""
             if key == "seed" and not asked_differs and pa.get("seed") is None:
                 extra = " (no seed given: each run drew its own)"
-            causes.append(_cause("policy", f"applied.{key}", va, vb, f"{key}: {_fmt(va)} -> {_fmt(vb)}{extra}"))
+            causes.append(_cause("policy", f"applied.{key}", va, vb, f"{key}: {format_value(va)} -> {format_value(vb)}{extra}"))
         elif asked_differs:
             va, vb = pa.get(key, _MISSING), pb.get(key, _MISSING)
-            causes.append(_cause("policy", f"policy.{key}", va, vb, f"{key} asked: {_fmt(va)} -> {_fmt(vb)}"))
+            causes.append(_cause("policy", f"policy.{key}", va, vb, f"{key} asked: {format_value(va)} -> {format_value(vb)}"))
     if aa and ab:
         details = {k: v for k, v in aa.items() if k not in _POLICY_KEYS}
         others = {k: v for k, v in ab.items() if k not in _POLICY_KEYS}
         for key, va, vb in _diff_keys(details, others):
-            causes.append(_cause("policy", f"applied.{key}", va, vb, f"applied {key}: {_fmt(va)} -> {_fmt(vb)}"))
+            causes.append(_cause("policy", f"applied.{key}", va, vb, f"applied {key}: {format_value(va)} -> {format_value(vb)}"))
     elif aa or ab:
         notes.append(f"run {'A' if not aa else 'B'} has no 'applied' section (older or partial record): compared what was asked only")
     return causes
@@ -550,7 +558,7 @@ def _init_causes(ra: RunRecord, rb: RunRecord, earlier: Sequence[Cause]) -> list
         why = "the model or code differs"
     else:
         why = "same seed, so the model was built before seeding or outside keras_repro.fit's builder"
-    msg = f"initial weights differ ({_fmt(ia)} -> {_fmt(ib)}): the model was initialised differently ({why})"
+    msg = f"initial weights differ ({format_value(ia)} -> {format_value(ib)}): the model was initialised differently ({why})"
     return [_cause("initialisation", "model.initial_weights_sha256", ia, ib, msg)]
 
 
@@ -562,9 +570,9 @@ def _environment_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[
     for key, va, vb in _diff_keys({k: v for k, v in a.items() if k != "env"}, {k: v for k, v in b.items() if k != "env"}):
         top = key.split(".")[0]
         if top in _VERSION_KEYS:
-            versions.append(_cause("versions", f"environment.{key}", va, vb, f"version {key}: {_fmt(va)} -> {_fmt(vb)}"))
+            versions.append(_cause("versions", f"environment.{key}", va, vb, f"version {key}: {format_value(va)} -> {format_value(vb)}"))
         else:
-            hardware.append(_cause("hardware", f"environment.{key}", va, vb, f"hardware {key}: {_fmt(va)} -> {_fmt(vb)}"))
+            hardware.append(_cause("hardware", f"environment.{key}", va, vb, f"hardware {key}: {format_value(va)} -> {format_value(vb)}"))
     ea, eb = a.get("env"), b.get("env")
     if isinstance(ea, dict) and isinstance(eb, dict):
         for key in list(ea) + [k for k in eb if k not in ea]:
