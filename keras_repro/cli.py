@@ -101,7 +101,12 @@ def _diff(args: argparse.Namespace) -> int:
         return 0 if result.identical else 1
     lines = [f"run A: {_label(ra)}", f"run B: {_label(rb)}"]
     lines += result.lines()
-    lines.append("verdict: identical" if result.identical else f"verdict: different ({_count(len(result.causes), 'cause')})")
+    if result.identical:
+        lines.append("verdict: identical")
+    elif result.causes:
+        lines.append(f"verdict: different ({_count(len(result.causes), 'cause')})")
+    else:
+        lines.append("verdict: different (no recorded cause; see the notes)")
     _print_lines(lines)
     return 0 if result.identical else 1
 
@@ -152,8 +157,8 @@ def summarize(rec: Any) -> list[str]:
     from keras_repro.comparison import format_value as fv
 
     lines = [f"run: {rec.run_id}  {rec.path or ''}".rstrip()]
-    status = f"status: {_status(rec)} ({rec.get('started_at')} -> {rec.get('ended_at') or '...'})"
-    lines.append(status + (f": {rec.get('error')}" if rec.get("error") else ""))
+    times = f" ({rec.get('started_at')} -> {rec.get('ended_at') or '...'})" if rec.get("started_at") else ""
+    lines.append(f"status: {_status(rec)}{times}" + (f": {rec.get('error')}" if rec.get("error") else ""))
     if rec.get("resumed_from"):
         lines.append(f"resumed from: {fv(rec.get('resumed_from'))}")
     lines.append("policy (asked): " + _pairs(rec.policy))
@@ -161,14 +166,15 @@ def summarize(rec: Any) -> list[str]:
     lines.append("applied: " + _pairs({k: v for k, v in applied.items() if k != "warnings"}))
     lines += [f"warning: {w}" for w in applied.get("warnings") or []]
     env = rec.section("environment")
-    lines.append("versions: " + _pairs({k: env.get(k) for k in ("python", "tensorflow", "keras", "numpy") if k in env}))
-    lines.append("hardware: " + _pairs({k: env.get(k) for k in ("platform", "machine", "cpu_model", "cpu_count", "devices") if k in env}))
-    variables = env.get("env") if isinstance(env.get("env"), dict) else {}
-    lines.append("environment: " + (" ".join(f"{k}={v}" for k, v in variables.items() if v is not None) or "(none set)"))
+    lines.append("versions: " + _pairs({k: env[k] for k in ("python", "tensorflow", "keras", "numpy") if k in env}))
+    lines.append("hardware: " + _pairs({k: env[k] for k in ("platform", "machine", "cpu_model", "cpu_count", "devices") if k in env}))
+    if isinstance(env.get("env"), dict):
+        lines.append("environment: " + (" ".join(f"{k}={v}" for k, v in env["env"].items() if v is not None) or "(none set)"))
     code = rec.section("code")
-    git = code.get("git") if isinstance(code.get("git"), dict) else None
-    git_text = f", git {fv(git.get('commit'))}{' (dirty)' if git.get('dirty') else ''}" if git else ""
-    lines.append(f"code: {fv(code.get('script'))} (sha256 {fv(code.get('script_sha256'))}){git_text}")
+    if code:
+        git = code.get("git") if isinstance(code.get("git"), dict) else None
+        git_text = f", git {fv(git.get('commit'))}{' (dirty)' if git.get('dirty') else ''}" if git else ", not in a git repo"
+        lines.append(f"code: {fv(code.get('script'))} (sha256 {fv(code.get('script_sha256'))}){git_text}")
     data = rec.section("data")
     for name in ("x", "y", "sample_weight"):
         if data.get(name) is not None:
@@ -179,11 +185,12 @@ def summarize(rec: Any) -> list[str]:
     lines.append("hyperparameters: " + _pairs(_flat(rec.section("hyperparameters"))))
     lines.append("fit: " + _pairs(rec.section("fit")))
     lines.append(f"metrics: {len(rec.epochs)} epochs, {len(rec.steps)} steps")
-    if rec.epochs:
+    if rec.epochs and isinstance(rec.epochs[-1], dict):
         lines.append("final metrics: " + _pairs(rec.epochs[-1]))
     model = rec.section("model")
-    lines.append(f"model: {fv(model.get('class'))}, {fv(model.get('param_count'))} parameters, "
-                 f"architecture {fv(model.get('architecture_sha256'))}")
+    if model:
+        lines.append(f"model: {fv(model.get('class'))}, {fv(model.get('param_count'))} parameters, "
+                     f"architecture {fv(model.get('architecture_sha256'))}")
     lines.append(f"weights: initial {fv(rec.initial_weights_sha256)}, final {fv(rec.final_weights_sha256)}")
     return lines
 

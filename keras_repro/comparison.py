@@ -186,8 +186,10 @@ class Comparison:
             return out
         if self.first_divergence is not None:
             out.append(f"metrics: first divergence: {self.first_divergence.describe()}")
-        elif self.metrics_identical:
+        elif self.metrics_identical and (self.steps_compared or self.epochs_compared):
             out.append(f"metrics: identical over the {self.steps_compared} shared steps and {self.epochs_compared} shared epochs")
+        elif self.metrics_identical:
+            out.append("metrics: no shared steps or epochs to compare")
         if self.epoch_divergence is not None and self.epoch_divergence != self.first_divergence:
             out.append(f"metrics: epoch logs first differ: {self.epoch_divergence.describe()}")
         if self.weights_identical is False:
@@ -263,8 +265,8 @@ def compare(a: RecordLike, b: RecordLike) -> Comparison:
     notes += _status_notes(ra, rb, len(steps_a), len(steps_b), len(ra.epochs), len(rb.epochs))
     if identical and wa is None and wb is None:
         notes.append("neither run recorded final weights: identical by metrics only")
-    if not identical and not causes:
-        causes.append(_leftover(ra, rb))
+    if not causes and (step_div is not None or epoch_div is not None or weights_identical is False):
+        causes.append(_leftover(ra, rb))  # not for a run that merely stopped early: the notes say so
     return Comparison(
         run_a=ra.run_id,
         run_b=rb.run_id,
@@ -524,6 +526,8 @@ def _model_causes(ra: RunRecord, rb: RunRecord) -> list[Cause]:
 
 def _policy_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause]:
     """seed/mode/threads as applied (naming what was asked when that differs too), then applied details."""
+    if not _both_sections(ra, rb, "policy", notes):
+        return []
     pa, pb, aa, ab = ra.policy, rb.policy, ra.applied, rb.applied
     causes = []
     for key in _POLICY_KEYS:
@@ -651,6 +655,8 @@ def _status_notes(ra: RunRecord, rb: RunRecord, na: int, nb: int, ea: int, eb: i
             error = rec.get("error")
             extra = f": {error}" if isinstance(error, str) and error else ""
             notes.append(f"run {label} is {rec.status} (not completed){extra}")
+        if rec.get("resumed_from"):
+            notes.append(f"run {label} was resumed from {format_value(rec.get('resumed_from'))}")
     if na != nb or ea != eb:
         shorter = "A" if (ea, na) < (eb, nb) else "B"
         notes.append(
@@ -682,6 +688,8 @@ def leftover_message(mode: Any) -> str:
         >>> leftover_message("seeded").startswith("mode 'seeded' seeds the RNGs")
         True
     """
+    if mode is None:
+        return "the mode is not recorded, so nothing says which sources it fixes"
     return _LEFTOVER.get(mode, f"mode {mode!r} is unknown; nothing says which sources it fixes")
 
 

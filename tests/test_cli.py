@@ -151,6 +151,18 @@ def test_show_running_record_with_dead_pid_is_stale(tmp_path, capsys):
     assert f"status: running (process {os.getpid()})" in out
 
 
+def test_show_and_diff_partial_record(tmp_path, capsys):
+    partial = tmp_path / "p" / "run.json"
+    partial.parent.mkdir()
+    partial.write_text('{"schema": "keras_repro.run/1", "run_id": "p", "status": "failed", "error": "OOM"}')
+    code, out, _ = run_main(capsys, "show", partial)
+    assert code == 0 and "status: failed: OOM" in out and "policy (asked): (not recorded)" in out
+    code, out, _ = run_main(capsys, "diff", partial, make_record(tmp_path, "a"))
+    assert code == 1
+    assert "note: run A has no 'data' section (older or partial record): not compared" in out
+    assert out.splitlines()[-1] == "verdict: different (no recorded cause; see the notes)"
+
+
 def test_show_bad_record(tmp_path, capsys):
     (tmp_path / "run.json").write_text("[1, 2]")
     code, out, err = run_main(capsys, "show", tmp_path)

@@ -198,6 +198,12 @@ def test_interrupted_shorter_run():
     assert d.steps_compared == 6 and d.epochs_compared == 1
     assert "run B is interrupted (not completed): KeyboardInterrupt" in d.notes
     assert any("run B stopped earlier" in n for n in d.notes)
+    assert d.causes == ()  # stopping early is not nondeterminism
+
+
+def test_resumed_run_is_noted():
+    d = compare(record_dict("a"), record_dict("b", resumed_from="20261127-000000-bbbbbb"))
+    assert d.identical and "run B was resumed from 20261127-000000-bbbbbb" in d.notes
 
 
 def test_missing_sections_are_noted_not_causes():
