@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from keras_repro.comparison import Comparison, compare, leftover_message
 from keras_repro.errors import ReproducibilityError
@@ -114,6 +114,7 @@ def run_check(
     environ: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> CheckResult:
     """Runs `command` `runs` times in fresh processes and compares the records they write.
 
@@ -123,6 +124,7 @@ def run_check(
         environ: the base environment for the children (default `os.environ`).
         cwd: the children's working directory.
         timeout: seconds each run may take (None: no limit).
+        progress: called with a line before each run starts (the CLI prints it on stderr).
 
     Raises:
         ReproducibilityError: no command, fewer than 2 runs, or the command cannot be started.
@@ -138,6 +140,8 @@ def run_check(
     children = []
     with tempfile.TemporaryDirectory(prefix="keras-repro-check-") as tmp:
         for index in range(1, runs + 1):
+            if progress is not None:
+                progress(f"run {index} of {runs}: {' '.join(command)}")
             children.append(_run_child(command, index, Path(tmp) / f"run-{index}.records", environ, cwd, timeout))
     problems = _problems(children)
     if problems:
@@ -239,6 +243,13 @@ def likely_sources(comparison: Comparison) -> list[str]:
             "the runs used different seeds (no seed given, so each run drew one). Fix: pass seed= to "
             "keras_repro.fit/configure, or launch through `keras-repro run --seed 42 -- CMD`"
         )
+    if any(c.field.startswith("data.order") for c in data) and seed is None:
+        mode = comparison.mode_a or "mode not recorded"
+        hints.append(
+            f"keras_repro.fit fed the samples in another order with the same seed ({mode}): its shuffle is "
+            f"seeded only when the mode is 'seeded' or stricter. Fix: pass seed= and mode='deterministic' or "
+            f"'bitwise'; if the mode already is, please report it with both run.json files"
+        )
     if any(c.category == "initialisation" for c in causes) and seed is None:
         hints.append(
             "the initial weights differ with the same seed: the model was built before seeding, or outside "
@@ -246,10 +257,9 @@ def likely_sources(comparison: Comparison) -> list[str]:
             "or call keras_repro.configure(...) before building the model"
         )
     if any(c.category == "nondeterminism" for c in causes):
-        mode = causes[0].a
         hints.append(
             f"everything recorded is the same, but later steps differ: nondeterministic ops or threads. "
-            f"{leftover_message(mode)}"
+            f"{leftover_message(comparison.mode_a)}"
         )
     if not hints and causes:
         hints.append(

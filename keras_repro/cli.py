@@ -228,7 +228,8 @@ def _fingerprint(fp: Any) -> str:
 def _check(args: argparse.Namespace) -> int:
     from keras_repro.checking import run_check
 
-    result = run_check(_command_args(args.cmd, "check [--runs N]"), runs=args.runs)
+    result = run_check(_command_args(args.cmd, "check [--runs N]"), runs=args.runs,
+                       progress=lambda line: print(f"{PROG}: {line}", file=sys.stderr, flush=True))
     _print_lines(result.lines())
     return result.exit_code
 

@@ -158,6 +158,8 @@ class Comparison:
         notes: remarks that are not causes: unfinished runs, different lengths, missing sections.
         weights_identical: final weights hashes equal; None when either run has none.
         steps_compared, epochs_compared: how many steps and epochs both runs have.
+        metrics_identical: no divergence in the steps and epochs both runs have.
+        mode_a, mode_b: the mode each run applied (or asked, in records without `applied`).
     """
 
     run_a: str | None
@@ -172,6 +174,8 @@ class Comparison:
     steps_compared: int
     epochs_compared: int
     metrics_identical: bool
+    mode_a: str | None = None
+    mode_b: str | None = None
 
     def lines(self) -> list[str]:
         """The verdict as text, one line per finding: causes first, then the metrics."""
@@ -280,7 +284,14 @@ def compare(a: RecordLike, b: RecordLike) -> Comparison:
         steps_compared=min(len(steps_a), len(steps_b)),
         epochs_compared=min(len(ra.epochs), len(rb.epochs)),
         metrics_identical=step_div is None and epoch_div is None,
+        mode_a=_mode(ra),
+        mode_b=_mode(rb),
     )
+
+
+def _mode(rec: RunRecord) -> str | None:
+    mode = rec.applied.get("mode", rec.policy.get("mode"))
+    return mode if isinstance(mode, str) else None
 
 
 # --- values ---------------------------------------------------------------------------------------
@@ -694,6 +705,6 @@ def leftover_message(mode: Any) -> str:
 
 
 def _leftover(ra: RunRecord, rb: RunRecord) -> Cause:
-    mode = ra.applied.get("mode", ra.policy.get("mode"))
+    mode = _mode(ra)
     msg = f"leftover nondeterminism: nothing recorded differs, yet the results do; {leftover_message(mode)}"
-    return Cause("nondeterminism", "applied.mode", mode, rb.applied.get("mode", rb.policy.get("mode")), msg)
+    return Cause("nondeterminism", "applied.mode", mode, _mode(rb), msg)

@@ -19,9 +19,6 @@ from typing import Any, Mapping, Sequence
 REPO = Path(__file__).resolve().parent.parent
 DELETE = object()  # make_record(..., environment=DELETE) drops a section or key
 
-_H = "ab" * 32  # a valid-looking sha256
-
-
 def _sha(tag: str) -> str:
     import hashlib
 

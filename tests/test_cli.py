@@ -241,6 +241,7 @@ def test_check_reproducible(tmp_path, capsys):
     assert lines[0].startswith("run 1: exit 0, 1 record") and lines[1].startswith("run 2: exit 0, 1 record")
     assert lines[2] == "run 1 vs run 2: identical (12 steps, 3 epochs)"
     assert lines[-1] == "reproducible"
+    assert err.startswith("keras-repro: run 1 of 2: ") and "keras-repro: run 2 of 2: " in err
     assert len(list((tmp_path / "runs").iterdir())) == 2  # the script chose where its records went
 
 
@@ -296,6 +297,7 @@ def test_check_different_record_counts(tmp_path, capsys):
      "built (and shuffled) before keras_repro.configure()"),
     ({"policy__seed": None, "applied__seed": 8}, "launch through `keras-repro run --seed 42 -- CMD`"),
     ({"metrics__steps": [2.5] * 11 + [0.1]}, "nondeterministic ops or threads"),
+    ({"data__order": [{"epoch": 0, "sha256": "0" * 64, "head": [1]}]}, "fed the samples in another order with the same seed (bitwise)"),
 ])
 def test_check_names_likely_source_and_fix(overrides, fragment):
     from keras_repro.checking import likely_sources
