@@ -29,6 +29,7 @@ __all__ = [
     "RECORD_FILE",
     "RunRecord",
     "load_run",
+    "validate_record",
     "to_jsonable",
     "atomic_write_json",
     "create_run_dir",

@@ -309,9 +309,16 @@ def _env_int(name: str) -> int | None:
         return None
 
 
+def op_determinism_enabled() -> bool:
+    """Whether TF op determinism is on (TF has no public getter; its own config module has one)."""
+    from tensorflow.python.framework import config as tf_config
+
+    return bool(tf_config.is_op_determinism_enabled())
+
+
 def _disable_op_determinism(tf: Any) -> None:
-    try:
-        if tf.config.experimental.is_op_determinism_enabled():
-            tf.config.experimental.disable_op_determinism()
-    except AttributeError:  # pragma: no cover - older TF
-        pass
+    """`seeded` after `deterministic` in the same (not yet started) process: switch it off again."""
+    from tensorflow.python.framework import config as tf_config
+
+    if tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
