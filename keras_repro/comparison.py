@@ -58,7 +58,8 @@ CATEGORIES = (
 
 _VERSION_KEYS = ("python", "tensorflow", "keras", "numpy")
 _POLICY_KEYS = ("seed", "mode", "threads")
-_IGNORED_FLAGS = frozenset({"repro_dir"})  # where records go is not a cause
+# Where records go is not a cause; --repro_seed/mode/threads feed the policy, which is compared itself.
+_IGNORED_FLAGS = frozenset({"repro_dir", "repro_seed", "repro_mode", "repro_threads"})
 _MISSING = object()
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
@@ -554,10 +555,17 @@ def _policy_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause
             va, vb = pa.get(key, _MISSING), pb.get(key, _MISSING)
             causes.append(_cause("policy", f"policy.{key}", va, vb, f"{key} asked: {format_value(va)} -> {format_value(vb)}"))
     if aa and ab:
-        details = {k: v for k, v in aa.items() if k not in _POLICY_KEYS}
-        others = {k: v for k, v in ab.items() if k not in _POLICY_KEYS}
-        for key, va, vb in _diff_keys(details, others):
-            causes.append(_cause("policy", f"applied.{key}", va, vb, f"applied {key}: {format_value(va)} -> {format_value(vb)}"))
+        details = {k: v for k, v in aa.items() if k not in _POLICY_KEYS and k != "warnings"}
+        others = {k: v for k, v in ab.items() if k not in _POLICY_KEYS and k != "warnings"}
+        differing = list(_diff_keys(details, others))
+        if differing and not _same(aa.get("mode"), ab.get("mode")):
+            # A mode change changes what is applied; one line says so instead of one per detail.
+            keys = sorted({key.split(".")[0] for key, _, _ in differing})
+            causes.append(_cause("policy", "applied", None, None,
+                                 f"applied settings that follow from the mode differ too: {', '.join(keys)}", kind="derived"))
+        else:
+            for key, va, vb in differing:
+                causes.append(_cause("policy", f"applied.{key}", va, vb, f"applied {key}: {format_value(va)} -> {format_value(vb)}"))
     elif aa or ab:
         notes.append(f"run {'A' if not aa else 'B'} has no 'applied' section (older or partial record): compared what was asked only")
     return causes
@@ -668,7 +676,12 @@ def _status_notes(ra: RunRecord, rb: RunRecord, na: int, nb: int, ea: int, eb: i
             notes.append(f"run {label} is {rec.status} (not completed){extra}")
         if rec.get("resumed_from"):
             notes.append(f"run {label} was resumed from {format_value(rec.get('resumed_from'))}")
-    if na != nb or ea != eb:
+    if ea == eb and na != nb:
+        notes.append(
+            f"the runs took different numbers of steps per epoch (A: {na} steps, B: {nb} steps in {ea} epochs); "
+            f"compared the first {min(na, nb)} steps"
+        )
+    elif na != nb or ea != eb:
         shorter = "A" if (ea, na) < (eb, nb) else "B"
         notes.append(
             f"runs have different lengths (A: {ea} epochs/{na} steps, B: {eb} epochs/{nb} steps): run {shorter} "

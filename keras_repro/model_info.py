@@ -84,7 +84,9 @@ def _learning_rate(optimizer: Any) -> Any:
     if lr is None:
         return None
     try:
-        return float(np.asarray(lr))
+        # Keras keeps it in a float32 variable: report the shortest float32 text (0.001, not
+        # 0.0010000000474974513), which is the value the user passed.
+        return float(str(np.float32(np.asarray(lr))))
     except Exception:
         config = getattr(lr, "get_config", None)
         return {"schedule": type(lr).__name__, "config": to_jsonable(config())} if callable(config) else repr(lr)

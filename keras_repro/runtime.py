@@ -191,9 +191,8 @@ def _apply(policy: Policy) -> dict[str, Any]:
         applied["onednn"] = _disable_onednn()
         if os.environ.get("PYTHONHASHSEED") in (None, "", "random"):
             warnings.append(
-                "PYTHONHASHSEED is not set, so str hashes (and set iteration order) differ between processes; "
-                "nothing keras_repro or Keras does depends on it, but code that iterates a set of strings will. "
-                "Launch with `keras-repro run` to fix it."
+                "PYTHONHASHSEED is not set: iterating a set of strings in your code may differ between "
+                "processes (Keras and keras_repro do not depend on it). Fix: launch with `keras-repro run`."
             )
     tf = import_tensorflow()
     if policy.mode == "bitwise":

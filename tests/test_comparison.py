@@ -252,3 +252,25 @@ def test_to_dict_is_plain_data():
     d = compare(record_dict("a"), diverged(fit__epochs=4)).to_dict()
     assert d["identical"] is False and d["causes"][0]["field"] == "fit.epochs"
     assert d["first_divergence"]["global_step"] == 5
+
+
+def test_a_mode_change_is_one_policy_cause_plus_one_line_for_what_follows():
+    b = diverged(0, policy__mode="off", applied__mode="off", applied__op_determinism=False,
+                 applied__devices="all", applied__onednn="default", applied__seeded=[],
+                 applied__warnings=["something"], code__flags={"repro_mode": "off"})
+    a = record_dict("a", code__flags={"repro_mode": "bitwise"})
+    messages = [c.message for c in compare(a, b).causes]
+    assert any(m.startswith("mode: bitwise -> off") for m in messages), messages
+    derived = [m for m in messages if m.startswith("applied settings that follow from the mode")]
+    assert len(derived) == 1 and "op_determinism" in derived[0] and "onednn" in derived[0]
+    assert not any(m.startswith("applied op_determinism") for m in messages), messages
+    assert not any("--repro_mode" in m for m in messages), "the flag repeats the policy cause"
+    assert not any("warnings" in m and "applied warnings" in m for m in messages)
+
+
+def test_same_epochs_other_steps_per_epoch_is_noted_as_such():
+    b = record_dict("b", data__x__samples=300, data__x__sha256=NEW)
+    b["metrics"]["steps"] = b["metrics"]["steps"] + [0.1, 0.1, 0.1]
+    b["metrics"]["steps_per_epoch"] = [5, 5, 5]
+    notes = compare(record_dict("a"), b).notes
+    assert any("different numbers of steps per epoch" in n for n in notes), notes
