@@ -123,7 +123,10 @@ def hyperparameters(model: Any, user: Mapping[str, Any] | None = None) -> dict[s
     }
     if optimizer is not None:
         try:
-            out["optimizer_config"] = to_jsonable(optimizer.get_config())
+            config = to_jsonable(optimizer.get_config())
+            if isinstance(config.get("learning_rate"), float):
+                config["learning_rate"] = out["learning_rate"]  # the same float32 value, said the same way
+            out["optimizer_config"] = config
         except Exception:
             pass
     try:
