@@ -88,6 +88,12 @@ class ArrayStream:
         n = num_samples(arrays)
         if not n:
             raise ValueError("ArrayStream needs at least one sample.")
+        sizes = sorted({int(a.shape[0]) for a in _leaves(arrays)})
+        if len(sizes) > 1:  # Keras's own check ("Data cardinality is ambiguous"); tf.gather would not notice
+            raise ValueError(
+                f"Data cardinality is ambiguous: the arrays passed as x, y (and sample_weight) have first "
+                f"dimensions {sizes}. Make sure all arrays contain the same number of samples."
+            )
         self.arrays = arrays
         self.num_samples = int(n)
         self.batch_size = int(batch_size)
@@ -118,6 +124,14 @@ class ArrayStream:
 
     def order(self, epoch: int) -> np.ndarray:
         return epoch_order(self.num_samples, self.seed, epoch, self.batch_size, self.shuffle)
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [] if value is None or not hasattr(value, "shape") or not len(value.shape) else [value]
 
 
 def _tuples(value: Any) -> Any:

@@ -126,17 +126,17 @@ def fit(
         "validation": fingerprint(fit_kwargs.get("validation_data")),
         "order": None,
     }
-    x, y, call_kwargs, how = _order_inputs(x, y, call_kwargs, effective, run_seed, callback)
-    callback.applied["shuffle"] = how
-    callback.data = data
-    if _is_dataset(x) and effective.mode != "off":
-        from keras_repro.dataset_tap import DatasetTap
-
-        tap = DatasetTap()
-        x = tap.wrap(x)
-        callback.dataset_tap = tap
-
+    callback.start()  # the record exists from here on: a fit that fails on its inputs says so too
     try:
+        x, y, call_kwargs, how = _order_inputs(x, y, call_kwargs, effective, run_seed, callback)
+        callback.applied["shuffle"] = how
+        callback.data = data
+        if _is_dataset(x) and effective.mode != "off":
+            from keras_repro.dataset_tap import DatasetTap
+
+            tap = DatasetTap()
+            x = tap.wrap(x)
+            callback.dataset_tap = tap
         history = model.fit(x, y, **call_kwargs)
     except KeyboardInterrupt:
         callback.finish("interrupted", "KeyboardInterrupt")
@@ -178,14 +178,10 @@ def _ensure_policy(policy: Policy, sources: Mapping[str, str]) -> dict[str, Any]
     explicit_mode = sources.get("mode") not in ("default",)
     explicit_threads = sources.get("threads") not in ("default",)
     if (explicit_mode and policy.mode != current.mode) or (explicit_threads and policy.threads != current.threads):
-        if not runtime.runtime_started():
-            return runtime.apply_policy(
-                Policy(seed=policy.seed if policy.seed is not None else current.seed, mode=policy.mode, threads=policy.threads),
-                dict(sources),
-            )
+        # Ambiguous even while TF could still change: which one did the user mean? Say so.
         raise PolicyConflictError(
             f"fit(mode={policy.mode!r}, threads={policy.threads}) conflicts with the policy this process was "
-            f"configured with (mode={current.mode!r}, threads={current.threads}), and TensorFlow already started. "
+            f"configured with (mode={current.mode!r}, threads={current.threads}). "
             "Fix: pass the same mode and threads to configure() and fit(), or leave them out of fit()."
         )
     applied = runtime.configured_applied()
