@@ -15,6 +15,7 @@ import datetime
 import json
 import math
 import os
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -58,6 +59,12 @@ _SECTIONS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+# Python refuses to convert ints of more than 4300 decimal digits to or from text (CVE-2020-10735);
+# 14000 bits is about 4214 digits.
+_MAX_INT_BITS = 14_000
+_VERSION = re.compile(r"[0-9]{1,9}\Z")
+
+
 def utc_now() -> str:
     """The current UTC time in ISO 8601 with microseconds, e.g. '2026-11-27T10:15:00.123456+00:00'."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
@@ -80,6 +87,8 @@ def to_jsonable(value: Any, *, _depth: int = 0) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS:  # json cannot write (or read back) it in decimal
+            return {"__repr__": f"int({hex(value)!r}, 16)"}
         return value
     if isinstance(value, float):
         return value
@@ -276,6 +285,11 @@ class RunRecord(Mapping[str, Any]):
         return self.section("model").get("final_weights_sha256")
 
 
+def _short(path: Any) -> str:
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+    return text if len(text) <= 300 else text[:150] + "..." + text[-100:]
+
+
 def _record_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if p.is_dir():
@@ -293,14 +307,15 @@ def load_run(path: str | os.PathLike[str]) -> RunRecord:
     Example:
         >>> rec = load_run("runs/20261127-101500-3f2a9c")   # doctest: +SKIP
     """
-    p = _record_path(path)
-    if not p.exists():
-        where = "no such file or directory" if not Path(path).exists() else f"no {RECORD_FILE} in it"
-        raise RecordError(f"{str(path)!r}: {where}. Expected a run directory or its {RECORD_FILE}.")
     try:
+        p = _record_path(path)
+        if not p.exists():
+            where = "no such file or directory" if not Path(path).exists() else f"no {RECORD_FILE} in it"
+            raise RecordError(f"{_short(path)!r}: {where}. Expected a run directory or its {RECORD_FILE}.")
         raw = p.read_bytes()
-    except OSError as e:
-        raise RecordError(f"{str(p)!r}: cannot read: {e.strerror or e}.") from None
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte, a directory called run.json, ...
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise RecordError(f"{_short(path)!r}: cannot read a run record: {reason}.") from None
     if not raw.strip():
         raise RecordError(f"{str(p)!r}: the file is empty; not a run record.")
     try:
@@ -312,6 +327,8 @@ def load_run(path: str | os.PathLike[str]) -> RunRecord:
         raise RecordError(f"{str(p)!r}: {what} (line {e.lineno}, column {e.colno}: {e.msg}).") from None
     except RecursionError:
         raise RecordError(f"{str(p)!r}: JSON nested too deeply; not a run record.") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise RecordError(f"{str(p)!r}: not a run record: {' '.join(str(e).split())[:200]}.") from None
     validate_record(data, where=str(p))
     return RunRecord(data, p)
 
@@ -326,26 +343,56 @@ def validate_record(data: Any, *, where: str = "record") -> None:
     name, _, version = schema.rpartition("/")
     if name != SCHEMA_NAME:
         raise RecordError(f"{where!r}: schema {schema!r} is not a keras_repro run record (expected {SCHEMA!r}).")
-    if not version.isdigit():
-        raise RecordError(f"{where!r}: schema version {version!r} is not a number (expected {SCHEMA!r}).")
+    if not _VERSION.match(version):
+        if version.isdigit() and version.isascii():  # a huge version number: from the future
+            version = "999999999"
+        else:
+            raise RecordError(f"{where!r}: schema version {version[:40]!r} is not a number (expected {SCHEMA!r}).")
     if int(version) > SCHEMA_VERSION:
         raise RecordError(
             f"{where!r}: schema {schema!r} is newer than this keras_repro reads ({SCHEMA!r}). "
             f"Fix: upgrade keras_repro (pip install -U keras-repro)."
         )
     for key, kind in _SECTIONS.items():
-        if key in data and not isinstance(data[key], kind):
+        # A section is null until known (a run that failed before training began has no model yet).
+        if key in data and not isinstance(data[key], kind) and not (data[key] is None and kind is dict):
             raise RecordError(
                 f"{where!r}: field {key!r} should be a {_type_name(kind)}, found {type(data[key]).__name__}."
             )
     status = data.get("status")
     if status is not None and status not in STATUSES:
         raise RecordError(f"{where!r}: status {status!r} is not one of {', '.join(STATUSES)}.")
-    metrics = data.get("metrics")
-    if isinstance(metrics, dict):
-        for key in ("epochs", "steps"):
-            if key in metrics and not isinstance(metrics[key], list):
-                raise RecordError(f"{where!r}: field 'metrics.{key}' should be a list, found {type(metrics[key]).__name__}.")
+    for name, check, expected in _FIELDS:
+        section, _, key = name.partition(".")
+        container = data.get(section)
+        if isinstance(container, dict) and key in container and not check(container[key]):
+            raise RecordError(f"{where!r}: field {name!r} should be {expected}, found {_found(container[key])}.")
+
+
+def _number(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _list_of(check: Any) -> Any:
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
+def _found(value: Any) -> str:
+    if isinstance(value, list):
+        bad = [type(x).__name__ for x in value[:50]]
+        return f"a list of {', '.join(sorted(set(bad)))}" if bad else "an empty list"
+    return type(value).__name__
+
+
+# Nested fields whose type the readers (show, diff, plot) rely on: (section.key, check, expected).
+_FIELDS: tuple[tuple[str, Any, str], ...] = (
+    ("metrics.steps", _list_of(_number), "a list of numbers (or null)"),
+    ("metrics.epochs", _list_of(lambda e: isinstance(e, dict)), "a list of JSON objects"),
+    ("metrics.steps_per_epoch", _list_of(lambda n: isinstance(n, int) and not isinstance(n, bool) and n >= 0),
+     "a list of non-negative integers"),
+    ("model.initial_weights_sha256", lambda v: v is None or isinstance(v, str), "a string or null"),
+    ("model.final_weights_sha256", lambda v: v is None or isinstance(v, str), "a string or null"),
+)
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
