@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 from typing import Any, Mapping
 
@@ -21,6 +22,7 @@ __all__ = [
     "MODES",
     "DEFAULT_MODE",
     "MAX_SEED",
+    "MAX_THREADS",
     "ENV_SEED",
     "ENV_MODE",
     "ENV_THREADS",
@@ -37,6 +39,7 @@ __all__ = [
 MODES = ("off", "seeded", "deterministic", "bitwise")
 DEFAULT_MODE = "deterministic"
 MAX_SEED = 2**32 - 1
+MAX_THREADS = 4096  # more is a typo, not a machine: TF would start that many threads per pool
 
 # Environment variables through which `keras-repro run` / `check` pass a policy on.
 ENV_SEED = "KERAS_REPRO_SEED"
@@ -93,10 +96,10 @@ def validate_threads(threads: Any, *, source: str = "threads") -> int | None:
     """Returns `threads` if it is None or a positive int, else raises."""
     if threads is None:
         return None
-    if isinstance(threads, bool) or not _is_integer(threads) or int(threads) < 1:
+    if isinstance(threads, bool) or not _is_integer(threads) or not 1 <= int(threads) <= MAX_THREADS:
         raise InvalidPolicyError(
-            f"Expected `{source}` to be a positive integer (the intra-op thread count) or None for the "
-            f"mode's default. Received: {source}={_describe(threads)}. Fix: pass e.g. {source}=1."
+            f"Expected `{source}` to be a positive integer (the intra-op thread count, at most {MAX_THREADS}) or "
+            f"None for the mode's default. Received: {source}={_describe(threads)}. Fix: pass e.g. {source}=1."
         )
     return int(threads)
 
@@ -135,6 +138,14 @@ class Policy:
     mode: str = DEFAULT_MODE
     threads: int | None = None
 
+    def __post_init__(self) -> None:  # a Policy is valid however it was built
+        validate_seed(self.seed)
+        if self.mode is None or validate_mode(self.mode) is None:
+            raise InvalidPolicyError(f"Expected `mode` to be one of {', '.join(repr(m) for m in MODES)}. Received: mode=None.")
+        validate_threads(self.threads)
+        object.__setattr__(self, "seed", None if self.seed is None else int(self.seed))
+        object.__setattr__(self, "threads", None if self.threads is None else int(self.threads))
+
     @classmethod
     def create(cls, seed: Any = None, mode: Any = None, threads: Any = None) -> "Policy":
         """Validates and builds a policy; `mode=None` means the default mode."""
@@ -164,13 +175,12 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _parse_int(text: str, source: str) -> Any:
-    try:
+    if re.fullmatch(r"[+-]?[0-9]{1,30}", text):  # ASCII digits only: int() would also take '1_0' or '٤٢'
         return int(text, 10)
-    except ValueError:
-        raise InvalidPolicyError(
-            f"Expected the environment variable {source} to hold a whole number. Received: {text!r}. "
-            f"Fix: unset it or set e.g. {source}=42."
-        ) from None
+    raise InvalidPolicyError(
+        f"Expected the environment variable {source} to hold a whole number. Received: {text[:80]!r}. "
+        f"Fix: unset it or set e.g. {source}=42."
+    )
 
 
 def resolve(
@@ -197,6 +207,9 @@ def resolve(
         "threads": validate_threads(threads),
     }
     flags = dict(flag_values or {})
+    for key, check in (("seed", validate_seed), ("mode", validate_mode), ("threads", validate_threads)):
+        if flags.get(key) is not None:
+            flags[key] = check(flags[key], source=f"--repro_{key}")
     env = _from_env(os.environ if environ is None else environ)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
