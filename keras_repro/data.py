@@ -15,17 +15,24 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import os
+import queue
+import threading
 from typing import Any, Mapping
 
 import numpy as np
 
 __all__ = ["fingerprint", "array_fingerprint", "is_array_like", "num_samples"]
 
-_CHUNK_BYTES = 16 << 20  # bound on the bytes hashed (or copied, for strided arrays) at a time
+_CHUNK_BYTES = 8 << 20  # bound on the bytes handed to SHA-256 (or copied, for strided arrays) at a time
+_SUB_BYTES = 1 << 20  # rows are hashed in cache-sized pieces of this many (padded) bytes
+_THREAD_MIN_BYTES = 32 << 20  # below this, hashing in one thread is as fast
 # Odd 64-bit multipliers for the per-row hash, fixed forever (records compare across versions).
 _ROW_MULTIPLIERS_SEED = 0x6B657261735F7265  # "keras_re"
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+_ROWS_DIGEST_TAG = b"keras_repro.rows/2|"
+_U64 = 2**64
 
 
 def is_array_like(value: Any) -> bool:
@@ -74,31 +81,145 @@ def _row_multipliers(words: int) -> np.ndarray:
     return rng.integers(0, 2**63, size=words, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
 
-def _row_hashes(block: np.ndarray, multipliers: np.ndarray) -> np.ndarray:
-    """64-bit hashes of the rows of a C-contiguous block (one sample per row), vectorised."""
-    rows = block.shape[0]
-    raw = block.reshape(rows, -1).view(np.uint8) if block.size else np.zeros((rows, 0), np.uint8)
-    width = raw.shape[1]
-    pad = (-width) % 8
-    if pad:
-        raw = np.concatenate([raw, np.zeros((rows, pad), np.uint8)], axis=1)
-    words = raw.view(np.uint64)
-    with np.errstate(over="ignore"):
-        h = (words * multipliers[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
-        h ^= np.uint64(width)
-        h ^= h >> np.uint64(30)
-        h *= _MIX1
-        h ^= h >> np.uint64(27)
-        h *= _MIX2
-        h ^= h >> np.uint64(31)
+def _mix(h: np.ndarray, tmp: np.ndarray | None = None) -> np.ndarray:
+    """SplitMix64's finaliser, in place (`tmp`: scratch of h's shape, to avoid temporaries)."""
+    if tmp is None:
+        tmp = np.empty_like(h)
+    for shift, multiplier in ((30, _MIX1), (27, _MIX2)):
+        np.right_shift(h, np.uint64(shift), out=tmp)
+        h ^= tmp
+        h *= multiplier
+    np.right_shift(h, np.uint64(31), out=tmp)
+    h ^= tmp
     return h
+
+
+class _RowHasher:
+    """64-bit hashes of rows (one sample each), folded into an order-independent multiset digest.
+
+    A row's hash is `mix(sum_i(word_i * m_i) mod 2**64 ^ width)`, its bytes read as little-endian
+    64-bit words, zero-padded at the end. Rows are folded into two lanes, `sum(h)` and
+    `sum(h * h)` mod 2**64, so memory stays constant however many rows there are. Products go
+    to a preallocated buffer of about `_SUB_BYTES`, which keeps the work in the CPU cache.
+    """
+
+    def __init__(self, row_bytes: int) -> None:
+        self.width = row_bytes
+        self.words = max(1, (row_bytes + 7) // 8)
+        self.multipliers = _row_multipliers(self.words)
+        self.rows_per_piece = max(1, _SUB_BYTES // (8 * self.words))
+        self.column_words = min(self.words, max(1, _SUB_BYTES // 8))
+        self._product = np.empty(self.rows_per_piece * self.column_words, np.uint64)
+        self._padded: np.ndarray | None = None
+        self._total = np.empty(self.rows_per_piece, np.uint64)
+        self._scratch = np.empty(self.rows_per_piece, np.uint64)
+        self._widened = np.empty(self.rows_per_piece, np.uint64) if row_bytes in (1, 2, 4) else None
+        self.rows = 0
+        self.lanes = [0, 0]
+
+    def update(self, block: np.ndarray) -> None:
+        """Adds the rows of a C-contiguous block (first axis = samples)."""
+        raw = block.reshape(block.shape[0], -1).view(np.uint8) if block.size else None
+        for start in range(0, block.shape[0], self.rows_per_piece):
+            rows = min(self.rows_per_piece, block.shape[0] - start)
+            piece = raw[start : start + rows] if raw is not None else None
+            h = self._sums(piece, rows)
+            h ^= np.uint64(self.width)
+            tmp = self._scratch[:rows]
+            _mix(h, tmp)
+            self.lanes[0] = (self.lanes[0] + int(h.sum(dtype=np.uint64))) % _U64
+            with np.errstate(over="ignore"):
+                np.multiply(h, h, out=tmp)
+            self.lanes[1] = (self.lanes[1] + int(tmp.sum(dtype=np.uint64))) % _U64
+            self.rows += rows
+
+    def _words(self, piece: np.ndarray) -> np.ndarray:
+        """The rows of `piece` (uint8, rows x width) as rows x words little-endian uint64, zero-padded."""
+        rows, width = piece.shape
+        if width % 8 == 0:
+            return piece.view(np.uint64)
+        if width in (1, 2, 4):  # one small item a row: zero-extension is the padding
+            assert self._widened is not None
+            words = self._widened[:rows].reshape(rows, 1)
+            words[:, 0] = piece.view(f"<u{width}")[:, 0]
+            return words
+        if self._padded is None or self._padded.shape[0] < rows:
+            self._padded = np.zeros((self.rows_per_piece, self.words * 8), np.uint8)
+        padded = self._padded[:rows]
+        padded[:, :width] = piece
+        return padded.view(np.uint64)
+
+    def _sums(self, piece: np.ndarray | None, rows: int) -> np.ndarray:
+        total = self._total[:rows]
+        if piece is None:  # rows of zero bytes
+            total[:] = 0
+            return total
+        words = self._words(piece)
+        with np.errstate(over="ignore"):
+            if self.words == 1:  # one word a row: no reduction needed
+                return np.multiply(words[:, 0], self.multipliers[0], out=total)
+            total[:] = 0
+            for c in range(0, self.words, self.column_words):  # huge rows: a slice of columns at a time
+                part = words[:, c : c + self.column_words]
+                out = self._product[: part.size].reshape(part.shape)
+                np.multiply(part, self.multipliers[c : c + part.shape[1]], out=out)
+                total += out.sum(axis=1, dtype=np.uint64)
+        return total
+
+    def hexdigest(self) -> str:
+        text = _ROWS_DIGEST_TAG + b"%d|%d|%d" % (self.rows, self.lanes[0], self.lanes[1])
+        return hashlib.sha256(text).hexdigest()
+
+
+class _OrderedHasher:
+    """SHA-256 over blocks in order; large inputs are hashed in a second thread (hashlib releases the
+    GIL), so that the row hashes and SHA-256 run side by side. At most two blocks wait."""
+
+    def __init__(self, header: bytes, threaded: bool) -> None:
+        self._sha = hashlib.sha256(header)
+        self._queue: queue.Queue[Any] | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=1)
+            self._thread = threading.Thread(target=self._work, name="keras_repro-sha256", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        assert self._queue is not None
+        while (view := self._queue.get()) is not None:
+            self._sha.update(view)
+
+    def update(self, block: np.ndarray) -> None:
+        view = memoryview(block.reshape(-1).view(np.uint8))
+        if self._queue is None:
+            self._sha.update(view)
+        else:
+            self._queue.put(view)
+
+    def close(self) -> None:
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = None
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._sha.hexdigest()
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def array_fingerprint(value: Any, *, rows: bool = True) -> dict[str, Any]:
     """Fingerprint of one array: kind, shape, dtype, samples, `sha256` and `rows_sha256`.
 
-    `sha256` covers dtype, shape and the bytes in C order. The array is not copied when it is
-    C-contiguous; otherwise at most ~16 MiB of rows at a time.
+    `sha256` covers dtype, shape and the bytes in C order. `rows_sha256` is an order-independent
+    digest of the rows (samples): equal for the same samples in any order. The array is not copied when
+    it is C-contiguous (otherwise ~8 MiB of rows at a time); the extra memory stays a few MiB.
     """
     a = _as_numpy(value)
     fp: dict[str, Any] = {
@@ -107,9 +228,10 @@ def array_fingerprint(value: Any, *, rows: bool = True) -> dict[str, Any]:
         "dtype": str(a.dtype),
         "samples": int(a.shape[0]) if a.ndim else None,
     }
-    h = hashlib.sha256(f"{a.dtype.str}|{a.shape}|".encode())
+    header = f"{a.dtype.str}|{a.shape}|".encode()
     if a.dtype.hasobject:
         # Python objects (strings, mixed): hash their text form; no order-independent digest.
+        h = hashlib.sha256(header)
         for item in a.reshape(-1):
             h.update(repr(item).encode("utf-8", "surrogatepass"))
             h.update(b"\x00")
@@ -117,28 +239,26 @@ def array_fingerprint(value: Any, *, rows: bool = True) -> dict[str, Any]:
         fp["rows_sha256"] = None
         return fp
     want_rows = rows and a.ndim >= 1 and a.shape[0] > 0
-    row_bytes = max(1, a.itemsize * (a.size // a.shape[0] if a.ndim and a.shape[0] else 1))
-    multipliers = _row_multipliers((row_bytes + 7) // 8) if want_rows else None
-    row_hashes = []
-    if a.ndim == 0:
-        h.update(np.ascontiguousarray(a).tobytes())
-    else:
-        step = max(1, _CHUNK_BYTES // row_bytes)
-        contiguous = a.flags.c_contiguous
-        for start in range(0, a.shape[0], step):
-            block = a[start : start + step]
-            if not contiguous:
-                block = np.ascontiguousarray(block)
-            h.update(memoryview(block.reshape(-1).view(np.uint8)))
-            if want_rows:
-                assert multipliers is not None
-                row_hashes.append(_row_hashes(block, multipliers))
-    fp["sha256"] = h.hexdigest()
-    if want_rows:
-        all_rows = np.sort(np.concatenate(row_hashes))
-        fp["rows_sha256"] = hashlib.sha256(all_rows.tobytes()).hexdigest()
-    else:
-        fp["rows_sha256"] = None
+    row_bytes = a.itemsize * (a.size // a.shape[0]) if a.ndim and a.shape[0] else a.itemsize
+    ordered = _OrderedHasher(header, threaded=a.nbytes >= _THREAD_MIN_BYTES and _usable_cores() > 1)
+    row_hasher = _RowHasher(row_bytes) if want_rows else None
+    try:
+        if a.ndim == 0:
+            ordered.update(np.ascontiguousarray(a).reshape(1))
+        else:
+            step = max(1, _CHUNK_BYTES // max(1, row_bytes))
+            contiguous = a.flags.c_contiguous
+            for start in range(0, a.shape[0], step):
+                block = a[start : start + step]
+                if not contiguous:
+                    block = np.ascontiguousarray(block)
+                ordered.update(block)
+                if row_hasher is not None:
+                    row_hasher.update(block)
+    finally:
+        ordered.close()
+    fp["sha256"] = ordered.hexdigest()
+    fp["rows_sha256"] = row_hasher.hexdigest() if row_hasher is not None else None
     return fp
 
 
