@@ -15,6 +15,7 @@ The record is written when training begins (`running`), after every epoch, and a
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import socket
 import sys
@@ -78,6 +79,8 @@ class ReproCallback(keras.callbacks.Callback):
         self.order_source: Callable[[int], Any] | None = None  # epoch -> sample order (array stream)
         self.dataset_tap: Any = None
         self.extra: dict[str, Any] = {}  # fields keras_repro.fit adds (resumed_from, ...)
+        self.resumed: Mapping[str, Any] | None = None  # the checkpointed record a resumed fit continues
+        self._resume_steps = 0
         self.policy: dict[str, Any] | None = None
         self.applied: dict[str, Any] | None = None
         self._data: dict[str, Any] | None = None
@@ -195,13 +198,36 @@ class ReproCallback(keras.callbacks.Callback):
             }
         data.setdefault("order", None)
         self._data["data"] = data
+        if self.resumed is not None:
+            self._continue(self.resumed)
         self._write()
 
+    def _continue(self, old: Mapping[str, Any]) -> None:
+        """A resumed fit: carry the metric history, epoch orders, the dataset's first elements and the
+        initial weights of the checkpointed record, so that the record reads like one that never stopped."""
+        assert self._data is not None
+        self._data["metrics"] = copy.deepcopy(old["metrics"])
+        self._data["model"]["initial_weights_sha256"] = (old.get("model") or {}).get("initial_weights_sha256")
+        old_data = old.get("data") or {}
+        self._data["data"]["order"] = copy.deepcopy(old_data.get("order"))
+        old_x, new_x = old_data.get("x"), self._data["data"].get("x")
+        if isinstance(old_x, dict) and isinstance(new_x, dict) and old_x.get("first_elements"):
+            new_x["first_elements"] = old_x["first_elements"]
+            new_x["first_elements_sha256"] = old_x.get("first_elements_sha256")
+        done = old["metrics"].get("steps_per_epoch") or []
+        self._resume_steps = len(old["metrics"].get("steps") or []) - sum(done)  # mid-epoch: steps already in it
+
+    @property
+    def steps_in_epoch(self) -> int:
+        """Training steps recorded in the current epoch so far."""
+        return self._epoch_steps
+
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        self._epoch_steps = 0
+        self._epoch_steps, self._resume_steps = self._resume_steps, 0
         if self.order_source is not None and self._data is not None:
             order = self._data["data"].get("order") or []
-            order.append(self.order_source(epoch))
+            if not (order and isinstance(order[-1], dict) and order[-1].get("epoch") == epoch):  # resumed mid-epoch
+                order.append(self.order_source(epoch))
             self._data["data"]["order"] = order
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 from keras_repro import runtime
 from keras_repro.data import fingerprint, is_array_like, num_samples
-from keras_repro.errors import InvalidPolicyError, PolicyConflictError, ReproducibilityError
+from keras_repro.errors import InvalidPolicyError, PolicyConflictError, ReproducibilityError, ResumeError
 from keras_repro.policy import Policy, resolve
 
 __all__ = ["fit"]
@@ -42,6 +42,8 @@ def fit(
     run_dir: str | os.PathLike[str] | None = None,
     resume: bool | str | os.PathLike[str] | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
+    checkpoint_every_steps: int | None = None,
+    checkpoint_keep: int = 2,
     **fit_kwargs: Any,
 ) -> Any:
     """Trains like `model.fit`, reproducibly, and writes a run record.
@@ -53,8 +55,14 @@ def fit(
         seed, mode, threads: the policy (see `keras_repro.configure`); None takes the configured
             policy, absl flags or `KERAS_REPRO_*` environment defaults, in that order.
         run_dir: where the record goes (default `--repro_dir`, `$KERAS_REPRO_DIR`, `runs`).
-        resume: reserved for resuming an interrupted run (see the README).
+        resume: continue an interrupted run from its last checkpoint, with the same bits as a run that
+            never stopped: a run directory (`"runs/<run_id>"`), or True for the latest interrupted run in
+            `run_dir` that matches this call (none: a fresh start, with a warning). Raises `ResumeError`
+            listing the differences when data, model, hyperparameters or policy differ (docs/resume.md).
         hyperparameters: a dict of your own to record (compared by `keras-repro diff`).
+        checkpoint_every_steps: also checkpoint every this many training steps (counted over the whole
+            run), besides every epoch end; None (default) for epoch ends only. Not in mode "off".
+        checkpoint_keep: how many checkpoints to keep in the run directory (default 2).
         **fit_kwargs: every other `model.fit` argument, passed through.
 
     Returns:
@@ -71,11 +79,7 @@ def fit(
     import keras
 
     policy, sources = resolve(seed, mode, threads, flag_values=runtime._flag_values())
-    if resume not in (None, False):
-        raise ReproducibilityError(
-            "resume= is not available in this version of keras_repro. Fix: rerun the whole training with the "
-            "same seed and mode (it gives the same bits), or upgrade keras_repro."
-        )
+    _check_checkpoint_args(resume, checkpoint_every_steps, checkpoint_keep)
     _check_fit_kwargs(fit_kwargs)
     was_configured = runtime.configured_policy() is not None
     applied = _ensure_policy(policy, sources)
@@ -126,17 +130,38 @@ def fit(
         "validation": fingerprint(fit_kwargs.get("validation_data")),
         "order": None,
     }
+    plan = _plan_resume(resume, effective.mode, callback, model, data, hyperparameters)
+    if plan is not None:  # continue at the checkpoint: Keras's epoch counter, the data stream, the record
+        call_kwargs["initial_epoch"] = plan.checkpoint.epoch
+        callback.extra["resumed_from"] = plan.resumed_from
+        callback.resumed = plan.checkpoint.record
     callback.start()  # the record exists from here on: a fit that fails on its inputs says so too
     try:
-        x, y, call_kwargs, how = _order_inputs(x, y, call_kwargs, effective, run_seed, callback)
+        skip = plan.checkpoint.step_in_epoch * int(getattr(model, "steps_per_execution", 1) or 1) if plan else 0
+        x, y, call_kwargs, how = _order_inputs(x, y, call_kwargs, effective, run_seed, callback, skip)
         callback.applied["shuffle"] = how
         callback.data = data
+        positioned = how.startswith("keras_repro")  # a stream that can start at any step
         if _is_dataset(x) and effective.mode != "off":
             from keras_repro.dataset_tap import DatasetTap
+            from keras_repro.resume import dataset_input
 
             tap = DatasetTap()
+            if not positioned:  # the user's own tf.data pipeline (array streams are positioned already)
+                x, positioned = dataset_input(x, call_kwargs, model, plan, int(recorded_fit_args.get("initial_epoch") or 0))
             x = tap.wrap(x)
             callback.dataset_tap = tap
+        elif plan is not None and not positioned and (skip or not _arrays(x)):
+            raise ResumeError(
+                f"Cannot resume run {plan.record.run_id}: a {type(x).__name__} input cannot be positioned "
+                f"{'in the middle of an epoch' if skip else 'at an epoch'} (docs/resume.md). Fix: pass arrays or a "
+                "tf.data.Dataset, or start a new run."
+            )
+        if effective.mode != "off":
+            from keras_repro.resume import with_checkpoints
+
+            every = checkpoint_every_steps if positioned else None  # mid-epoch only where data can start there
+            with_checkpoints(call_kwargs, callback, model, plan, every, checkpoint_keep, x)
         history = model.fit(x, y, **call_kwargs)
     except KeyboardInterrupt:
         callback.finish("interrupted", "KeyboardInterrupt")
@@ -147,6 +172,41 @@ def fit(
     callback.finish("completed")  # no-op when on_train_end already completed it
     history.run = callback.record
     return history
+
+
+def _check_checkpoint_args(resume: Any, every: Any, keep: Any) -> None:
+    if not (resume is None or isinstance(resume, (bool, str, os.PathLike))):
+        raise InvalidPolicyError(
+            f"Expected `resume` to be True, False, None or a run directory. Received: resume={resume!r}."
+        )
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise InvalidPolicyError(
+            f"Expected `checkpoint_every_steps` to be a positive integer or None. Received: {every!r}."
+        )
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise InvalidPolicyError(f"Expected `checkpoint_keep` to be a positive integer. Received: {keep!r}.")
+
+
+def _plan_resume(resume: Any, mode: str, callback: Any, model: Any, data: Any, hyperparameters: Any) -> Any:
+    """The checkpoint to continue from (None for a fresh start); raises ResumeError on a mismatch."""
+    if resume in (None, False):
+        return None
+    if mode == "off":
+        raise ResumeError(
+            "resume= needs a reproducible run, but mode is 'off' (nothing seeded, nothing checkpointed). "
+            "Fix: use mode 'deterministic' or 'bitwise' for the run and its resume."
+        )
+    from keras_repro.resume import plan_resume, provisional_record
+
+    plan = plan_resume(resume, callback.run_dir, provisional_record(callback, model, data, hyperparameters))
+    if plan is None:
+        logger.warning("keras_repro: resume=True found no interrupted run in %s to resume; starting a new run", callback.run_dir)
+    else:
+        logger.warning("keras_repro: resuming run %s at epoch %d, step %d", plan.record.run_id,
+                       plan.checkpoint.epoch, plan.checkpoint.step_in_epoch)
+        for message in plan.warnings:
+            logger.warning("keras_repro: resume: %s", message)
+    return plan
 
 
 def callable_builder(obj: Any, keras: Any) -> bool:
@@ -232,7 +292,7 @@ def _split(value: Any, at: int) -> tuple[Any, Any]:
 
 
 def _order_inputs(
-    x: Any, y: Any, kwargs: dict[str, Any], policy: Policy, seed: int | None, callback: Any
+    x: Any, y: Any, kwargs: dict[str, Any], policy: Policy, seed: int | None, callback: Any, skip: int = 0
 ) -> tuple[Any, Any, dict[str, Any], str]:
     """Replaces shuffled array inputs by a stream ordered by (seed, epoch); returns what it did."""
     shuffle = kwargs.get("shuffle", True)
@@ -269,7 +329,7 @@ def _order_inputs(
     stream = ArrayStream(arrays, batch_size, shuffle, seed)
     steps = kwargs.get("steps_per_epoch") or stream.batches_per_epoch
     kwargs["steps_per_epoch"] = steps
-    start = int(kwargs.get("initial_epoch", 0)) * steps
+    start = int(kwargs.get("initial_epoch", 0)) * steps + skip  # skip: batches of a resumed epoch already trained
     if steps == stream.batches_per_epoch:
         callback.order_source = lambda epoch: order_summary(stream.order(epoch), epoch)
     return stream.dataset(start), None, kwargs, f"keras_repro: a new order per epoch from (seed, epoch), shuffle={shuffle!r}"
