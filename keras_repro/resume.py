@@ -234,7 +234,7 @@ def _check_first_elements(dataset: Any, expected: list[str]) -> None:
 
     tap = DatasetTap(limit=len(expected))
     for _ in tap.wrap(dataset):
-        if int(tap._count.numpy()) >= len(expected):
+        if tap.count() >= len(expected):
             break
     got = tap.digests()
     if tap.enabled and got != expected[: len(got)]:
