@@ -97,3 +97,12 @@ def test_fit_configures_the_process_itself(tmp_path):
     args = ["--mode", "bitwise", "--seed", "9", "--no-configure"]
     a, b = train_pair(tmp_path, args, args)
     assert_same_bits(a, b)
+
+
+def test_xla_jit_compile_is_bit_identical(tmp_path):
+    from keras_repro import load_run
+
+    args = ["--mode", "bitwise", "--seed", "4", "--jit"]
+    a, b = train_pair(tmp_path, args, args)
+    assert load_run(a["path"])["hyperparameters"]["compile"]["jit_compile"] is True, "XLA was not used"
+    assert_same_bits(a, b)

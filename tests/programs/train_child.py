@@ -20,6 +20,7 @@ parser.add_argument("--no-configure", action="store_true", help="let fit() confi
 parser.add_argument("--epochs", type=int, default=2)
 parser.add_argument("--run-dir", required=True)
 parser.add_argument("--validation-split", type=float, default=0.0)
+parser.add_argument("--jit", action="store_true", help="compile with jit_compile=True (XLA)")
 args = parser.parse_args()
 
 if not args.no_configure:
@@ -40,7 +41,8 @@ def build():
         keras.layers.Dropout(0.25),
         keras.layers.Dense(2, activation="softmax"),
     ])
-    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=args.jit)
     return model
 
 
