@@ -78,6 +78,7 @@ class ReproCallback(keras.callbacks.Callback):
         self.data: dict[str, Any] | None = None  # precomputed fingerprints (keras_repro.fit)
         self.order_source: Callable[[int], Any] | None = None  # epoch -> sample order (array stream)
         self.dataset_tap: Any = None
+        self.announce = True  # False for the records of non-chief workers (keras_repro.distribution)
         self.extra: dict[str, Any] = {}  # fields keras_repro.fit adds (resumed_from, ...)
         self.resumed: Mapping[str, Any] | None = None  # the checkpointed record a resumed fit continues
         self._resume_steps = 0
@@ -144,7 +145,7 @@ class ReproCallback(keras.callbacks.Callback):
     def _announce(self) -> None:
         """Appends this record's path to $KERAS_REPRO_RECORDS_FILE (how `keras-repro check` finds it)."""
         records_file = os.environ.get(ENV_RECORDS_FILE)
-        if not records_file or self.path is None:
+        if not records_file or self.path is None or not self.announce:
             return
         line = (str(self.path.resolve()) + "\n").encode()
         fd = os.open(records_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

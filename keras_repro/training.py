@@ -42,6 +42,7 @@ def fit(
     run_dir: str | os.PathLike[str] | None = None,
     resume: bool | str | os.PathLike[str] | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
+    strategy: Any = None,
     checkpoint_every_steps: int | None = None,
     checkpoint_keep: int = 2,
     **fit_kwargs: Any,
@@ -60,6 +61,8 @@ def fit(
             `run_dir` that matches this call (none: a fresh start, with a warning). Raises `ResumeError`
             listing the differences when data, model, hyperparameters or policy differ (docs/resume.md).
         hyperparameters: a dict of your own to record (compared by `keras-repro diff`).
+        strategy: a `tf.distribute` strategy to call the builder under (`strategy.scope()`). Not needed
+            when the model was built under the scope or fit runs inside it (docs/distributed.md).
         checkpoint_every_steps: also checkpoint every this many training steps (counted over the whole
             run), besides every epoch end; None (default) for epoch ends only. Not in mode "off".
         checkpoint_keep: how many checkpoints to keep in the run directory (default 2).
@@ -89,8 +92,14 @@ def fit(
     if effective.mode != "off":
         runtime.seed_everything(run_seed)  # right before building: Keras draws layer seeds from `random`
 
-    model = _materialise(model_or_builder, keras)
-    warnings_ = list(applied.get("warnings", []))
+    from keras_repro.distribution import Placement
+
+    placement = Placement.find(model_or_builder, strategy)
+    placement.check(effective.mode)  # refuse before building anything
+    with placement.scope():
+        model = _materialise(model_or_builder, keras)
+    placement = placement.adopt(model, effective.mode)
+    warnings_ = list(applied.get("warnings", [])) + placement.check(effective.mode)
     if (
         effective.mode != "off"
         and not callable_builder(model_or_builder, keras)
@@ -115,7 +124,13 @@ def fit(
     user_callbacks = list(fit_kwargs.get("callbacks") or [])
     recorded_fit_args["callbacks"] = [type(c).__name__ for c in user_callbacks]
 
-    callback = ReproCallback(run_dir, hyperparameters=hyperparameters, fit_args=recorded_fit_args)
+    from keras_repro.callback import default_run_dir
+
+    record_dir = placement.run_dir(default_run_dir(run_dir))  # non-chief workers: run_dir/workers/<task>
+    callback = ReproCallback(record_dir, hyperparameters=hyperparameters, fit_args=recorded_fit_args)
+    if placement.distributed:
+        callback.extra["distribution"] = placement.describe(run_seed if effective.mode != "off" else None)
+        callback.announce = placement.layout()["is_chief"]  # `keras-repro check` compares the chief's record
     callback.policy = {**policy.as_dict(), "seed": policy.seed if policy.seed is not None else effective.seed}
     callback.policy["mode"] = effective.mode
     callback.policy["threads"] = effective.threads
@@ -146,9 +161,9 @@ def fit(
             from keras_repro.dataset_tap import DatasetTap
             from keras_repro.resume import dataset_input
 
-            tap = DatasetTap()
             if not positioned:  # the user's own tf.data pipeline (array streams are positioned already)
                 x, positioned = dataset_input(x, call_kwargs, model, plan, int(recorded_fit_args.get("initial_epoch") or 0))
+            tap = placement.outside(DatasetTap)  # its variables must stay local under a strategy scope
             x = tap.wrap(x)
             callback.dataset_tap = tap
         elif plan is not None and not positioned and (skip or not _arrays(x)):
@@ -161,7 +176,8 @@ def fit(
             from keras_repro.resume import with_checkpoints
 
             every = checkpoint_every_steps if positioned else None  # mid-epoch only where data can start there
-            with_checkpoints(call_kwargs, callback, model, plan, every, checkpoint_keep, x)
+            with placement.model_scope():  # it builds optimizer variables: under the model's strategy
+                with_checkpoints(call_kwargs, callback, model, plan, every, checkpoint_keep, x)
         history = model.fit(x, y, **call_kwargs)
     except KeyboardInterrupt:
         callback.finish("interrupted", "KeyboardInterrupt")
