@@ -381,16 +381,28 @@ class Checkpointer(keras.callbacks.Callback):
         self.step_in_epoch = self.record_callback.steps_in_epoch  # non-zero in a resumed epoch
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
-        self.step_in_epoch += 1
-        steps = (self.params or {}).get("steps")
-        if not self.every_steps or (steps and self.step_in_epoch >= steps):
+        self.step_in_epoch += 1  # calls of the train function (executions), as the record counts steps
+        steps = (self.params or {}).get("steps")  # batches per epoch; `batch` is the last batch just trained
+        if not self.every_steps or not steps or batch + 1 >= steps:
             return  # the epoch-end checkpoint follows
-        global_step = self.epoch * (steps or 0) + self.step_in_epoch
-        if global_step % self.every_steps == 0:
+        done = self.epoch * steps + batch + 1
+        per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        if done // self.every_steps != (done - per_call) // self.every_steps:  # crossed a multiple of every_steps
             self.save(self.epoch, self.step_in_epoch)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.save(epoch + 1, 0)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        """A completed run cannot be resumed: its checkpoints go (the record stays)."""
+        record = self.record_callback.record
+        if record is None or record.path is None or record.status != "completed":
+            return
+        base = record.path.parent / CHECKPOINT_DIR
+        if base.is_dir():
+            trash = record.path.parent / f".trash-{CHECKPOINT_DIR}-{secrets.token_hex(3)}"
+            os.rename(base, trash)
+            shutil.rmtree(trash, ignore_errors=True)
 
     def save(self, epoch: int, step_in_epoch: int) -> Path | None:
         record = self.record_callback.record
