@@ -67,7 +67,11 @@ def worker_seed(seed: int, worker_index: int) -> int:
 
 
 def strategy_name(strategy: Any) -> str:
-    return type(strategy).__name__
+    """The public name of a strategy's class: "MultiWorkerMirroredStrategy" for TF's
+    `CollectiveAllReduceStrategy`, "ParameterServerStrategy" for `ParameterServerStrategyV2`."""
+    api_names = [n for n in vars(type(strategy)).get("_tf_api_names", ()) if isinstance(n, str)]
+    stable = [n for n in api_names if ".experimental." not in n] or api_names
+    return stable[0].rsplit(".", 1)[-1] if stable else type(strategy).__name__
 
 
 def _mro_names(strategy: Any) -> list[str]:
@@ -220,9 +224,9 @@ class Placement:
         if is_default_strategy(model_strategy):
             if self.explicit and self.distributed:
                 raise ReproducibilityError(
-                    f"fit(strategy={strategy_name(self.strategy)}) called the builder under strategy.scope(), but "
-                    "the model it returned was created outside that scope. Fix: build the model inside the "
-                    "builder (not before it), so that its variables are created under the strategy."
+                    f"fit(strategy={strategy_name(self.strategy)}) got a model that was not created under "
+                    "strategy.scope(), so its variables are not distributed. Fix: pass a builder that creates the "
+                    "model when called (fit calls it under the scope), or build the model under the scope yourself."
                 )
         elif model_strategy is not self.strategy:
             if self.distributed:
@@ -255,6 +259,7 @@ class Placement:
         layout = self.layout()
         return {
             "strategy": strategy_name(strategy),
+            "strategy_class": f"{type(strategy).__module__}.{type(strategy).__qualname__}",
             "replicas": int(strategy.num_replicas_in_sync),
             "local_replicas": len(devices),
             "local_devices": [_local_device(d) for d in devices],

@@ -28,11 +28,13 @@ CLUSTER = PROGRAMS / "dist_cluster.py"
 
 # Fresh processes -------------------------------------------------------------------------------------
 
-def _start(cmd: list[str]) -> tuple[list[str], subprocess.Popen]:
+def _start(cmd: list[str], records_file: Path | None = None) -> tuple[list[str], subprocess.Popen]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop("TF_CONFIG", None)
     env.pop("KERAS_REPRO_RECORDS_FILE", None)
+    if records_file is not None:  # as `keras-repro check` sets it
+        env["KERAS_REPRO_RECORDS_FILE"] = str(records_file)
     return cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -55,9 +57,13 @@ def mirrored(tmp_path: Path, *runs: list[str]) -> list[dict]:
 
 
 def multiworker(tmp_path: Path, *runs: list[str]) -> list[list[dict]]:
-    """Runs one 2-worker job per argument list, all at once; returns each job's per-worker results."""
+    """Runs one 2-worker job per argument list, all at once; returns each job's per-worker results.
+
+    Job i's workers announce their records to tmp_path/records-<i>.txt, as under `keras-repro check`.
+    """
     jobs = _finish([
-        _start([sys.executable, str(CLUSTER), "--workers", "2", "--run-dir", str(tmp_path / f"job{i}"), *args])
+        _start([sys.executable, str(CLUSTER), "--workers", "2", "--run-dir", str(tmp_path / f"job{i}"), *args],
+               records_file=tmp_path / f"records-{i}.txt")
         for i, args in enumerate(runs)
     ])
     return [job["workers"] for job in jobs]
@@ -116,7 +122,8 @@ def _check_job(workers: list[dict], tmp_dir: Path) -> None:
     assert Path(other["path"]).parent.parent == tmp_dir / "workers" / "worker-1"
     for index, worker in enumerate(workers):
         dist = worker["distribution"]
-        assert dist["strategy"] == "CollectiveAllReduceStrategy"  # what MultiWorkerMirroredStrategy() returns
+        assert dist["strategy"] == "MultiWorkerMirroredStrategy"
+        assert dist["strategy_class"].endswith(".CollectiveAllReduceStrategy")  # the class TF exports under that name
         assert dist["replicas"] == 2 and dist["local_replicas"] == 1
         assert dist["num_workers"] == 2 and dist["worker_index"] == index and dist["is_chief"] is (index == 0)
         assert dist["task_type"] == "worker" and dist["task_index"] == index
@@ -135,6 +142,8 @@ def test_multiworker_reruns_are_bit_identical(tmp_path, mode):
     for a, b in zip(job_a, job_b):
         assert_same_bits(a, b)
     assert job_a[0]["distribution"]["worker_seed"] != job_a[1]["distribution"]["worker_seed"]
+    announced = (tmp_path / "records-0.txt").read_text().splitlines()
+    assert announced == [str(Path(job_a[0]["path"]).resolve())], "only the chief announces its record to `check`"
 
     import keras_repro
 
@@ -151,6 +160,37 @@ def test_multiworker_negative_control_mode_off_without_seed_differs(tmp_path):
     assert_different_bits(job_a[0], job_b[0])
 
 
+_ORDER_PROGRAM = """
+import keras_repro, tensorflow as tf
+from keras_repro import runtime
+keras_repro.configure(seed=1, mode="bitwise")
+assert not runtime.runtime_started(), "configure() started TensorFlow's runtime"
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+assert tf.distribute.MirroredStrategy().num_replicas_in_sync == 2
+"""
+
+_LATE_PROGRAM = """
+import tensorflow as tf, keras_repro
+tf.distribute.MirroredStrategy()
+try:
+    keras_repro.configure(seed=1, mode="deterministic")
+except keras_repro.TooLateError as e:
+    print("TooLateError:", e)
+"""
+
+
+@pytest.mark.slow
+def test_configure_leaves_the_runtime_unstarted_so_devices_can_be_split_and_refuses_after_a_strategy():
+    started = [_start([sys.executable, "-c", _ORDER_PROGRAM]), _start([sys.executable, "-c", _LATE_PROGRAM])]
+    outputs = []
+    for cmd, proc in started:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, describe_child(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
+        outputs.append(out)
+    assert "TooLateError:" in outputs[1] and "call keras_repro.configure(...) before" in outputs[1]
+
+
 # What keras_repro refuses ---------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -158,7 +198,7 @@ def test_parameter_server_strategy_is_refused_in_deterministic_mode(tmp_path):
     cmd, proc = _start([sys.executable, str(CHILD), "--strategy", "ps", "--devices", "1", "--mode", "deterministic",
                         "--seed", "1", "--how", "scope", "--run-dir", str(tmp_path)])
     (result,) = _finish([(cmd, proc)], expect=3)
-    assert result["refused"].startswith("ReproducibilityError: Mode 'deterministic' cannot be kept under ParameterServerStrategyV2")
+    assert result["refused"].startswith("ReproducibilityError: Mode 'deterministic' cannot be kept under ParameterServerStrategy:")
     assert "MultiWorkerMirroredStrategy" in result["refused"]  # the fix is named
     assert not list(tmp_path.rglob("run.json")), "a refused fit must not leave a record claiming a run"
 
