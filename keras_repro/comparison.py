@@ -257,6 +257,7 @@ def compare(a: RecordLike, b: RecordLike) -> Comparison:
     causes += _model_causes(ra, rb)
     causes += _policy_causes(ra, rb, notes)
     causes += _init_causes(ra, rb, causes)
+    causes += _distribution_causes(ra, rb)
     causes += _environment_causes(ra, rb, notes)
 
     steps_a, steps_b = ra.steps, rb.steps
@@ -583,6 +584,32 @@ def _init_causes(ra: RunRecord, rb: RunRecord, earlier: Sequence[Cause]) -> list
         why = "same seed, so the model was built before seeding or outside keras_repro.fit's builder"
     msg = f"initial weights differ ({format_value(ia)} -> {format_value(ib)}): the model was initialised differently ({why})"
     return [_cause("initialisation", "model.initial_weights_sha256", ia, ib, msg)]
+
+
+_TOPOLOGY_KEYS = ("strategy", "replicas", "num_workers", "cluster", "local_replicas")
+
+
+def _distribution_causes(ra: RunRecord, rb: RunRecord) -> list[Cause]:
+    """tf.distribute topology (a hardware cause: the replica count changes the bits), then worker identity."""
+    a, b = ra.get("distribution"), rb.get("distribution")
+    a, b = (a if isinstance(a, dict) else {}), (b if isinstance(b, dict) else {})
+    if not a and not b:
+        return []
+    if not a or not b:
+        one = a or b
+        what = f"{one.get('strategy')} with {one.get('replicas')} replicas"
+        return [_cause("hardware", "distribution", a.get("strategy"), b.get("strategy"),
+                       f"distribution: {'none' if not a else what} -> {'none' if not b else what}")]
+    causes = []
+    for key in _TOPOLOGY_KEYS:
+        if not _same(a.get(key), b.get(key)):
+            causes.append(_cause("hardware", f"distribution.{key}", a.get(key), b.get(key),
+                                 f"distribution {key}: {format_value(a.get(key))} -> {format_value(b.get(key))}"))
+    if not _same(a.get("worker_index"), b.get("worker_index")):
+        causes.append(_cause("hardware", "distribution.worker_index", a.get("worker_index"), b.get("worker_index"),
+                             f"these records come from different workers ({format_value(a.get('worker_index'))} -> "
+                             f"{format_value(b.get('worker_index'))}) of a distributed job", kind="identity"))
+    return causes
 
 
 def _environment_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause]:

@@ -108,7 +108,7 @@ def capture_environment(*, devices: bool = True) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "usable_cores": cores,
         "devices": None,
-        "env": {name: os.environ.get(name) for name in DETERMINISM_ENV_VARS},
+        "env": {name: _env_value(name) for name in DETERMINISM_ENV_VARS},
     }
     if devices and "tensorflow" in sys.modules:
         try:
@@ -118,6 +118,28 @@ def capture_environment(*, devices: bool = True) -> dict[str, Any]:
         except Exception as e:  # pragma: no cover
             info["devices"] = [f"<unavailable: {e}>"]
     return info
+
+
+def _env_value(name: str) -> str | None:
+    value = os.environ.get(name)
+    return _tf_config_layout(value) if name == "TF_CONFIG" and value else value
+
+
+def _tf_config_layout(value: str) -> str:
+    """TF_CONFIG without addresses: ports change every launch and are never a cause; the layout is.
+
+    Example:
+        >>> _tf_config_layout('{"cluster": {"worker": ["127.0.0.1:5001", "127.0.0.1:5002"]}, "task": {"type": "worker", "index": 1}}')
+        '{"cluster": {"worker": 2}, "task": {"index": 1, "type": "worker"}}'
+    """
+    import json
+
+    try:
+        config = json.loads(value)
+        cluster = {k: len(v) if isinstance(v, (list, dict)) else 1 for k, v in sorted((config.get("cluster") or {}).items())}
+        return json.dumps({"cluster": cluster, "task": config.get("task")}, sort_keys=True)
+    except Exception:
+        return "<TF_CONFIG: not JSON>"
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str | None:

@@ -274,3 +274,30 @@ def test_same_epochs_other_steps_per_epoch_is_noted_as_such():
     b["metrics"]["steps_per_epoch"] = [5, 5, 5]
     notes = compare(record_dict("a"), b).notes
     assert any("different numbers of steps per epoch" in n for n in notes), notes
+
+
+def _dist(**kw):
+    base = {"strategy": "MultiWorkerMirroredStrategy", "replicas": 2, "num_workers": 2, "local_replicas": 1,
+            "cluster": {"worker": 2}, "worker_index": 0, "is_chief": True}
+    base.update(kw)
+    return base
+
+
+def test_distribution_topology_is_a_cause_and_worker_identity_is_named():
+    a = record_dict("a", distribution=_dist())
+    assert compare(a, record_dict("b", distribution=_dist())).identical is True
+    causes = compare(a, diverged(0, distribution=_dist(replicas=4, num_workers=4, cluster={"worker": 4}))).causes
+    assert [c.field for c in causes] == ["distribution.replicas", "distribution.num_workers", "distribution.cluster"]
+    other_worker = compare(a, record_dict("b", distribution=_dist(worker_index=1, is_chief=False))).causes
+    assert [c.field for c in other_worker] == ["distribution.worker_index"]
+    alone = compare(record_dict("a"), diverged(0, distribution=_dist())).causes
+    assert alone[0].message.startswith("distribution: none -> MultiWorkerMirroredStrategy with 2 replicas")
+
+
+def test_tf_config_is_recorded_without_addresses(monkeypatch):
+    from keras_repro.environment import capture_environment
+
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:5001", "127.0.0.1:5002"]}, '
+                                    '"task": {"type": "worker", "index": 1}}')
+    recorded = capture_environment(devices=False)["env"]["TF_CONFIG"]
+    assert "5001" not in recorded and '"worker": 2' in recorded and '"index": 1' in recorded
