@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from keras_repro import runtime
 from keras_repro.data import fingerprint, is_array_like, num_samples
@@ -163,7 +162,7 @@ def fit(
 
             if not positioned:  # the user's own tf.data pipeline (array streams are positioned already)
                 x, positioned = dataset_input(x, call_kwargs, model, plan, int(recorded_fit_args.get("initial_epoch") or 0))
-            tap = placement.outside(DatasetTap)  # its variables must stay local under a strategy scope
+            tap = placement.outside(DatasetTap)  # created outside any strategy scope
             x = tap.wrap(x)
             callback.dataset_tap = tap
         elif plan is not None and not positioned and (skip or not _arrays(x)):
