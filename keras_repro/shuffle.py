@@ -55,6 +55,9 @@ def epoch_order(num_samples: int, seed: int, epoch: int, batch_size: int = 32, s
     """The sample order of one epoch as fed to the model (eager; for the record and for tests)."""
     import tensorflow as tf
 
+    if shuffle is True:  # one op, the same permutation _epoch_indices feeds in batches
+        seed_pair = tf.constant([shuffle_key(seed), int(epoch)], tf.int64)
+        return tf.random.experimental.stateless_shuffle(tf.range(num_samples, dtype=tf.int64), seed=seed_pair).numpy()
     batches = _epoch_indices(tf, num_samples, batch_size, shuffle, shuffle_key(seed), tf.constant(epoch, tf.int64))
     return np.concatenate([b.numpy() for b in batches]) if num_samples else np.zeros([0], np.int64)
 

@@ -156,12 +156,12 @@ def fit(
         callback.applied["shuffle"] = how
         callback.data = data
         positioned = how.startswith("keras_repro")  # a stream that can start at any step
-        if _is_dataset(x) and effective.mode != "off":
+        if _is_dataset(x) and effective.mode != "off" and not positioned:  # the user's own pipeline
             from keras_repro.dataset_tap import DatasetTap
             from keras_repro.resume import dataset_input
 
-            if not positioned:  # the user's own tf.data pipeline (array streams are positioned already)
-                x, positioned = dataset_input(x, call_kwargs, model, plan, int(recorded_fit_args.get("initial_epoch") or 0))
+            # Array streams record their order themselves (data.order); a user's dataset is tapped.
+            x, positioned = dataset_input(x, call_kwargs, model, plan, int(recorded_fit_args.get("initial_epoch") or 0))
             tap = placement.outside(DatasetTap)  # created outside any strategy scope
             x = tap.wrap(x)
             callback.dataset_tap = tap
