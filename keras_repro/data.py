@@ -15,14 +15,15 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
 import queue
 import threading
 from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["fingerprint", "array_fingerprint", "is_array_like", "num_samples"]
+from keras_repro.launcher import usable_cores
+
+__all__ = ["fingerprint", "array_fingerprint", "is_array_like", "is_tf_dataset", "num_samples"]
 
 _CHUNK_BYTES = 8 << 20  # bound on the bytes handed to SHA-256 (or copied, for strided arrays) at a time
 _SUB_BYTES = 1 << 20  # rows are hashed in cache-sized pieces of this many (padded) bytes
@@ -40,11 +41,12 @@ def is_array_like(value: Any) -> bool:
     if isinstance(value, np.ndarray):
         return True
     if type(value).__module__.startswith("tensorflow") and hasattr(value, "numpy") and hasattr(value, "shape"):
-        return not _is_tf_dataset(value)
-    return hasattr(value, "__array__") and hasattr(value, "shape") and not _is_tf_dataset(value)
+        return not is_tf_dataset(value)
+    return hasattr(value, "__array__") and hasattr(value, "shape") and not is_tf_dataset(value)
 
 
-def _is_tf_dataset(value: Any) -> bool:
+def is_tf_dataset(value: Any) -> bool:
+    """True for a `tf.data.Dataset` (checked by class name, so TensorFlow need not be imported)."""
     return any(c.__name__ in ("DatasetV2", "DatasetV1") for c in type(value).__mro__)
 
 
@@ -207,13 +209,6 @@ class _OrderedHasher:
         return self._sha.hexdigest()
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def array_fingerprint(value: Any, *, rows: bool = True) -> dict[str, Any]:
     """Fingerprint of one array: kind, shape, dtype, samples, `sha256` and `rows_sha256`.
 
@@ -240,7 +235,7 @@ def array_fingerprint(value: Any, *, rows: bool = True) -> dict[str, Any]:
         return fp
     want_rows = rows and a.ndim >= 1 and a.shape[0] > 0
     row_bytes = a.itemsize * (a.size // a.shape[0]) if a.ndim and a.shape[0] else a.itemsize
-    ordered = _OrderedHasher(header, threaded=a.nbytes >= _THREAD_MIN_BYTES and _usable_cores() > 1)
+    ordered = _OrderedHasher(header, threaded=a.nbytes >= _THREAD_MIN_BYTES and usable_cores() > 1)
     row_hasher = _RowHasher(row_bytes) if want_rows else None
     try:
         if a.ndim == 0:
@@ -271,7 +266,7 @@ def fingerprint(value: Any) -> dict[str, Any] | None:
     """
     if value is None:
         return None
-    if _is_tf_dataset(value):
+    if is_tf_dataset(value):
         return dataset_fingerprint(value)
     if is_array_like(value):
         return array_fingerprint(value)

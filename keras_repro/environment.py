@@ -92,10 +92,9 @@ def capture_environment(*, devices: bool = True) -> dict[str, Any]:
     Lists logical devices only when TensorFlow is already imported and `devices` is true (listing
     them starts TF's runtime).
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover
-        cores = os.cpu_count()
+    from keras_repro.launcher import usable_cores
+
+    cores = usable_cores()
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "tensorflow": _version("tensorflow"),

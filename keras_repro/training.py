@@ -18,7 +18,7 @@ import os
 from typing import Any, Mapping
 
 from keras_repro import runtime
-from keras_repro.data import fingerprint, is_array_like, num_samples
+from keras_repro.data import fingerprint, is_array_like, is_tf_dataset, num_samples
 from keras_repro.errors import InvalidPolicyError, PolicyConflictError, ReproducibilityError, ResumeError
 from keras_repro.policy import Policy, resolve
 
@@ -156,7 +156,7 @@ def fit(
         callback.applied["shuffle"] = how
         callback.data = data
         positioned = how.startswith("keras_repro")  # a stream that can start at any step
-        if _is_dataset(x) and effective.mode != "off" and not positioned:  # the user's own pipeline
+        if is_tf_dataset(x) and effective.mode != "off" and not positioned:  # the user's own pipeline
             from keras_repro.dataset_tap import DatasetTap
             from keras_repro.resume import dataset_input
 
@@ -276,10 +276,6 @@ def _check_fit_kwargs(kwargs: Mapping[str, Any]) -> None:
     split = kwargs.get("validation_split", 0.0)
     if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0.0 <= split < 1.0:
         raise InvalidPolicyError(f"Expected `validation_split` in [0, 1). Received: validation_split={split!r}.")
-
-
-def _is_dataset(value: Any) -> bool:
-    return any(c.__name__ in ("DatasetV2", "DatasetV1") for c in type(value).__mro__)
 
 
 def _arrays(value: Any) -> bool:
