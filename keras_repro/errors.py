@@ -21,6 +21,7 @@ __all__ = [
     "PolicyConflictError",
     "RecordError",
     "ResumeError",
+    "CompatError",
 ]
 
 
@@ -46,3 +47,11 @@ class RecordError(ReproducibilityError):
 
 class ResumeError(ReproducibilityError):
     """A run cannot be resumed (nothing to resume, or its inputs differ)."""
+
+
+class CompatError(ReproducibilityError):
+    """A TensorFlow/Keras internal keras_repro relies on is missing or changed (an untested version).
+
+    Raised only by `keras_repro._compat`, the one module that touches TF/Keras internals; the message
+    names the symbol, the versions keras_repro was tested with, and the fix.
+    """
