@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping
 import keras
 import numpy as np
 
+from keras_repro import _compat
 from keras_repro.errors import ResumeError
 from keras_repro.record import to_jsonable, utc_now
 
@@ -115,26 +116,19 @@ def _groups(model: Any) -> dict[str, list[Any]]:
 
 
 def _keras_global_generator_variables() -> list[Any]:
-    from keras.src.backend.common import global_state
-    from keras.src.random import seed_generator
-
-    generator = global_state.get_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR)
+    generator = _compat.keras_global_seed_generator()
     return [generator.state] if generator is not None else []
 
 
 def _tf_generators(model: Any) -> dict[str, Any]:
     """TF's global `tf.random.Generator` (if one was made) and `tf.random.Generator`s held by layers."""
     import tensorflow as tf
-    from tensorflow.python.ops import stateful_random_ops
 
     found: dict[str, Any] = {}
-    if stateful_random_ops.global_generator is not None:
-        found["global"] = stateful_random_ops.global_generator
-    try:
-        layers = list(model._flatten_layers(include_self=True, recursive=True))
-    except Exception:
-        layers = [model]
-    for i, layer in enumerate(layers):
+    global_generator = _compat.tf_global_generator()
+    if global_generator is not None:
+        found["global"] = global_generator
+    for i, layer in enumerate(_compat.flatten_layers(model)):
         for attr, value in sorted(vars(layer).items()):
             if isinstance(value, tf.random.Generator):
                 found[f"layer{i}.{attr}"] = value
@@ -170,13 +164,8 @@ def capture_state(model: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 def _tf_eager_rng_state() -> Any:
     """TF's eager context derives op seeds of unseeded eager random ops from a `random.Random`."""
-    try:
-        from tensorflow.python.eager import context
-
-        rng = context.context()._rng
-        return to_jsonable(rng.getstate()) if rng is not None else None
-    except Exception:  # private API moved: nothing keras_repro's own training needs
-        return None
+    rng = _compat.tf_eager_op_seed_rng()
+    return to_jsonable(rng.getstate()) if rng is not None else None
 
 
 def _as_tuple(value: Any) -> Any:
@@ -194,9 +183,7 @@ def restore_state(model: Any, arrays: Mapping[str, np.ndarray], meta: Mapping[st
     if "keras_global" in groups and not current["keras_global"] and any(
         d["key"].startswith("keras_global/") for d in meta["variables"]
     ):
-        from keras.src.random import seed_generator
-
-        seed_generator.global_seed_generator()  # created lazily: create it to restore it
+        _compat.keras_global_seed_generator(create=True)  # created lazily: create it to restore it
         current["keras_global"] = _keras_global_generator_variables()
     for group in groups:
         saved = [d for d in meta["variables"] if d["key"].split("/")[0] == group]
@@ -226,7 +213,6 @@ def _dtype(v: Any) -> str:
 
 def _restore_process_rngs(model: Any, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
     import tensorflow as tf
-    from tensorflow.python.ops import stateful_random_ops
 
     present = _tf_generators(model)
     for name, algorithm in meta.get("tf_generators", {}).items():
@@ -238,19 +224,15 @@ def _restore_process_rngs(model: Any, arrays: Mapping[str, np.ndarray], meta: Ma
         else:
             raise ResumeError(f"The checkpoint has a tf.random.Generator {name!r} the model does not have.")
     if "global" in present and "global" not in meta.get("tf_generators", {}):
-        stateful_random_ops.global_generator = None  # it did not exist yet at the checkpoint
+        _compat.clear_tf_global_generator()  # it did not exist yet at the checkpoint
     random.setstate(_as_tuple(meta["python_random"]))
     nps = meta["numpy_random"]
     np.random.set_state((nps["algorithm"], arrays["numpy_random/key"], nps["pos"], nps["has_gauss"], nps["cached_gaussian"]))
     eager = meta.get("tf_eager_op_seeds")
     if eager is not None:
-        try:
-            from tensorflow.python.eager import context
-
-            if context.context()._rng is not None:
-                context.context()._rng.setstate(_as_tuple(eager))
-        except Exception:
-            pass
+        rng = _compat.tf_eager_op_seed_rng()
+        if rng is not None:
+            rng.setstate(_as_tuple(eager))
 
 
 # --- on disk --------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import sys
 import threading
 from typing import Any, Mapping
 
@@ -46,8 +47,9 @@ def is_array_like(value: Any) -> bool:
 
 
 def is_tf_dataset(value: Any) -> bool:
-    """True for a `tf.data.Dataset` (checked by class name, so TensorFlow need not be imported)."""
-    return any(c.__name__ in ("DatasetV2", "DatasetV1") for c in type(value).__mro__)
+    """True for a `tf.data.Dataset` (without importing TensorFlow: no TensorFlow, no dataset)."""
+    dataset_class = getattr(getattr(sys.modules.get("tensorflow"), "data", None), "Dataset", None)
+    return isinstance(dataset_class, type) and isinstance(value, dataset_class)
 
 
 def num_samples(value: Any) -> int | None:

@@ -36,11 +36,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 import threading
 from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from keras_repro import _compat
 from keras_repro.errors import ReproducibilityError
 
 __all__ = ["Placement", "worker_seed", "cluster_layout", "check_strategy", "strategy_name"]
@@ -68,10 +70,18 @@ def worker_seed(seed: int, worker_index: int) -> int:
 
 def strategy_name(strategy: Any) -> str:
     """The public name of a strategy's class: "MultiWorkerMirroredStrategy" for TF's
-    `CollectiveAllReduceStrategy`, "ParameterServerStrategy" for `ParameterServerStrategyV2`."""
-    api_names = [n for n in vars(type(strategy)).get("_tf_api_names", ()) if isinstance(n, str)]
-    stable = [n for n in api_names if ".experimental." not in n] or api_names
-    return stable[0].rsplit(".", 1)[-1] if stable else type(strategy).__name__
+    `CollectiveAllReduceStrategy`, "ParameterServerStrategy" for `ParameterServerStrategyV2`.
+
+    The name under which `tf.distribute` (else `tf.distribute.experimental`) exports the class; the
+    class's own name for anything else.
+    """
+    tf = sys.modules.get("tensorflow")
+    distribute = getattr(tf, "distribute", None)
+    for namespace in (distribute, getattr(distribute, "experimental", None)):
+        for name in sorted(dir(namespace)) if namespace is not None else ():
+            if name.endswith("Strategy") and getattr(namespace, name, None) is type(strategy):
+                return name
+    return type(strategy).__name__
 
 
 def _mro_names(strategy: Any) -> list[str]:
@@ -79,8 +89,39 @@ def _mro_names(strategy: Any) -> list[str]:
 
 
 def is_default_strategy(strategy: Any) -> bool:
-    """TF's no-op strategy (what `tf.distribute.get_strategy()` returns outside any scope)."""
-    return strategy is None or any(name.startswith("_Default") for name in _mro_names(strategy))
+    """TF's no-op strategy (what `tf.distribute.get_strategy()` returns outside any scope), or None."""
+    if strategy is None:
+        return True
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(strategy, tf.distribute.Strategy):
+        return False
+    return strategy is outside_scope(tf.distribute.get_strategy)
+
+
+def outside_scope(factory: Callable[[], T]) -> T:
+    """Calls `factory` outside any strategy scope (e.g. for variables that must stay local).
+
+    Scopes are per thread, so a short-lived thread sees none; the caller's scope stays untouched.
+    """
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy():
+        return factory()
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            result.append(factory())
+        except BaseException as e:  # re-raised in the caller's thread
+            errors.append(e)
+
+    thread = threading.Thread(target=call, name="keras_repro-outside-scope")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
 
 
 def check_strategy(strategy: Any, mode: str) -> list[str]:
@@ -156,12 +197,10 @@ def cluster_layout(strategy: Any) -> dict[str, Any]:
 
 
 def _multi_worker(strategy: Any) -> bool:
-    extended = getattr(strategy, "extended", None)
-    in_multi_worker = getattr(extended, "_in_multi_worker_mode", None)
-    try:
-        return bool(in_multi_worker()) if callable(in_multi_worker) else False
-    except Exception:
-        return False
+    """A MultiWorkerMirroredStrategy over more than one worker (where Keras 3.15's `fit` fails)."""
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and cluster_layout(strategy)["num_workers"] > 1
 
 
 def _local_device(name: str) -> str:
@@ -274,30 +313,16 @@ class Placement:
 
         Scopes are per thread, so a short-lived thread sees none; the caller's scope stays untouched.
         """
-        import tensorflow as tf
-
-        if not tf.distribute.has_strategy():
-            return factory()
-        result: list[Any] = []
-        errors: list[BaseException] = []
-
-        def call() -> None:
-            try:
-                result.append(factory())
-            except BaseException as e:  # re-raised in the caller's thread
-                errors.append(e)
-
-        thread = threading.Thread(target=call, name="keras_repro-outside-scope")
-        thread.start()
-        thread.join()
-        if errors:
-            raise errors[0]
-        return result[0]
+        return outside_scope(factory)
 
 
 def _model_strategy(model: Any) -> Any:
-    """The strategy a Keras 3 model was created under (Keras's TF trainer keeps it), or None."""
-    strategy = getattr(model, "_distribute_strategy", None)
+    """The strategy a Keras 3 model was created under (Keras's TF trainer keeps it), or None.
+
+    `Model.distribute_strategy` falls back to the current scope's strategy for a model created outside
+    any scope: read outside every scope, that fallback is TF's default strategy.
+    """
+    strategy = outside_scope(lambda: getattr(model, "distribute_strategy", None))
     return None if is_default_strategy(strategy) else strategy
 
 
@@ -318,32 +343,28 @@ def _fix_keras_multi_worker(model: Any) -> list[str]:
 
     Both fixes change only what would otherwise raise: the model's own `_maybe_symbolic_build` (this
     instance only), and Keras's `reduce_per_replica` for a multi-worker strategy (other strategies get
-    Keras's function unchanged). If Keras moved these internals, nothing is patched.
+    Keras's function unchanged). If Keras moved these internals, `CompatError` says so.
     """
-    try:
-        from keras.src.backend.tensorflow import trainer as keras_trainer
-    except ImportError:  # pragma: no cover - another Keras layout
-        return []
+    keras_trainer = _compat.keras_tf_trainer()
     applied = []
-    original_build = getattr(type(model), "_maybe_symbolic_build", None)
-    if original_build is not None and "_maybe_symbolic_build" not in vars(model):
-        strategy = model.distribute_strategy
+    original_build = _compat.keras_maybe_symbolic_build(model)
+    strategy = model.distribute_strategy
 
-        def _maybe_symbolic_build(iterator: Any = None, data_batch: Any = None) -> Any:
-            if iterator is not None and data_batch is None:
-                import tensorflow as tf
+    def maybe_symbolic_build(iterator: Any = None, data_batch: Any = None) -> Any:
+        if iterator is not None and data_batch is None:
+            import tensorflow as tf
 
-                for _, _, batches in iterator:
-                    batch = next(batches)
-                    data_batch = tf.nest.map_structure(
-                        lambda v: strategy.experimental_local_results(v)[0]
-                        if isinstance(v, tf.distribute.DistributedValues) else v,
-                        batch,
-                    )
-                    break
-            return original_build(model, data_batch=data_batch)
+            for _, _, batches in iterator:
+                batch = next(batches)
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v,
+                    batch,
+                )
+                break
+        return original_build(model, data_batch=data_batch)
 
-        model._maybe_symbolic_build = _maybe_symbolic_build
+    if _compat.override_keras_maybe_symbolic_build(model, maybe_symbolic_build):
         applied.append(_FIX_SYMBOLIC_BUILD)
     if _install_reduce_fix(keras_trainer):
         applied.append(_FIX_REDUCE)
@@ -354,10 +375,7 @@ _REDUCE_LOCK = threading.Lock()
 
 
 def _install_reduce_fix(keras_trainer: Any) -> bool:
-    original = getattr(keras_trainer, "reduce_per_replica", None)
-    multi_worker = getattr(keras_trainer, "_collective_all_reduce_multi_worker", None)
-    if original is None or multi_worker is None:
-        return False
+    original = keras_trainer.reduce_per_replica
     if getattr(original, "_keras_repro_fix", False):
         return True
     with _REDUCE_LOCK:
@@ -366,7 +384,7 @@ def _install_reduce_fix(keras_trainer: Any) -> bool:
             return True
 
         def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
-            if reduction in ("auto", "mean") and multi_worker(strategy):
+            if reduction in ("auto", "mean") and _multi_worker(strategy):
                 import tensorflow as tf
 
                 return tf.nest.map_structure(

@@ -69,7 +69,8 @@ def all_flag_values(flag_values: flags.FlagValues = FLAGS) -> dict[str, Any] | N
     from keras_repro.record import to_jsonable
 
     values = {}
-    for name, flag in flag_values._flags().items():
+    for name in flag_values:  # every registered name, short names included (public FlagValues iteration)
+        flag = flag_values[name]
         if name != flag.name:  # short names alias the same flag
             continue
         module = flag_values.find_module_defining_flag(name, default="")

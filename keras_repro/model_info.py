@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from keras_repro import _compat
 from keras_repro.record import to_jsonable
 
 __all__ = ["weights_sha256", "architecture_sha256", "model_summary", "hyperparameters"]
@@ -28,11 +29,7 @@ def weights_sha256(model: Any) -> str:
 
 def _layer_names(model: Any) -> list[str]:
     names = []
-    try:
-        layers = list(model._flatten_layers(include_self=True, recursive=True))
-    except Exception:
-        layers = [model, *getattr(model, "layers", [])]
-    for layer in layers:
+    for layer in _compat.flatten_layers(model):
         name = getattr(layer, "name", None)
         if isinstance(name, str) and name not in names:
             names.append(name)
@@ -45,10 +42,10 @@ def architecture_sha256(model: Any) -> str:
     Keras names layers from process-wide counters (`dense`, `dense_1`, ...), so the same builder called
     twice in one process gives other names; names are replaced by their order of appearance first.
     """
+    canonical = {name: f"<layer{i}>" for i, name in enumerate(_layer_names(model))}  # CompatError stays loud
     try:
         config = model.get_config()
         text = json.dumps(to_jsonable(config), sort_keys=True)
-        canonical = {name: f"<layer{i}>" for i, name in enumerate(_layer_names(model))}
         text = json.dumps(_rename(json.loads(text), canonical), sort_keys=True)
     except Exception:  # subclassed models without get_config
         text = type(model).__qualname__

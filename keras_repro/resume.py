@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from keras_repro.checkpoint import Checkpoint, latest_checkpoint
-from keras_repro.errors import RecordError, ResumeError
+from keras_repro import _compat
+from keras_repro.errors import CompatError, RecordError, ResumeError
 from keras_repro.record import RECORD_FILE, RunRecord, load_run
 
 __all__ = ["ResumePlan", "plan_resume", "provisional_record", "resumable_runs", "differences", "position_dataset",
@@ -219,12 +220,13 @@ def _fresh_iteration(dataset: Any) -> Any:
     every process; with FinalizeDataset applied per epoch, the stream equals Keras's per-epoch iteration
     bit for bit (measured, TF 2.21).
     """
-    from tensorflow.python.data.ops import dataset_ops
-    from tensorflow.python.ops import gen_dataset_ops
+    import tensorflow as tf
+
+    structure = _compat.dataset_flat_structure(dataset)
 
     def one_epoch(_: Any) -> Any:
-        variant = gen_dataset_ops.finalize_dataset(dataset._variant_tensor, **dataset._flat_structure)
-        return dataset_ops._VariantDataset(variant, dataset.element_spec)
+        variant = tf.raw_ops.FinalizeDataset(input_dataset=tf.data.experimental.to_variant(dataset), **structure)
+        return tf.data.experimental.from_variant(variant, dataset.element_spec)
 
     return one_epoch
 
@@ -305,8 +307,10 @@ def with_checkpoints(kwargs: dict[str, Any], record_callback: Any, model: Any, p
     spec = getattr(x, "element_spec", None)
     if spec is not None:
         try:
-            model._symbolic_build(data_batch=spec)
-        except Exception:  # private API moved, or a model that cannot be built from a spec: Keras builds it
+            _compat.symbolic_build(model, spec)
+        except CompatError:
+            raise  # Keras moved it: resumed and uninterrupted runs could take different paths
+        except Exception:  # a model that cannot be built from a spec: Keras builds it in the first step
             pass
 
     callbacks = [*kwargs["callbacks"], Checkpointer(record_callback, every_steps, keep)]

@@ -25,6 +25,7 @@ import sys
 import threading
 from typing import Any
 
+from keras_repro import _compat
 from keras_repro.errors import PolicyConflictError, ReproducibilityError, TooLateError
 from keras_repro.launcher import default_threads
 from keras_repro.policy import Policy, draw_seed, resolve
@@ -70,12 +71,7 @@ def runtime_started() -> bool:
     """True once TensorFlow's eager context exists (after the first op, device listing or layer build)."""
     if not tf_imported():
         return False
-    try:
-        from tensorflow.python.eager import context
-
-        return context.context()._context_handle is not None
-    except Exception:  # pragma: no cover - private API moved: assume the worst
-        return True
+    return _compat.tf_runtime_started()
 
 
 def configured_policy() -> Policy | None:
@@ -239,13 +235,7 @@ def _disable_onednn() -> str:
     if not tf_imported():
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
         return "off"
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        enabled = bool(_pywrap_util_port.IsMklEnabled())
-    except Exception:  # pragma: no cover - private API moved
-        enabled = value != "0"
-    if enabled:
+    if _compat.onednn_enabled():
         raise TooLateError(
             "Mode 'bitwise' needs oneDNN off, but TensorFlow was imported with oneDNN on (this CPU turns it on by "
             "default), and TF reads TF_ENABLE_ONEDNN_OPTS only when it is imported. "
@@ -310,14 +300,10 @@ def _env_int(name: str) -> int | None:
 
 def op_determinism_enabled() -> bool:
     """Whether TF op determinism is on (TF has no public getter; its own config module has one)."""
-    from tensorflow.python.framework import config as tf_config
-
-    return bool(tf_config.is_op_determinism_enabled())
+    return _compat.op_determinism_enabled()
 
 
 def _disable_op_determinism(tf: Any) -> None:
     """`seeded` after `deterministic` in the same (not yet started) process: switch it off again."""
-    from tensorflow.python.framework import config as tf_config
-
-    if tf_config.is_op_determinism_enabled():
-        tf_config.disable_op_determinism()
+    if _compat.op_determinism_enabled():
+        _compat.disable_op_determinism()
