@@ -15,7 +15,8 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m ruff check keras_repro tests examples benchmarks
+	$(PY) -m pytest -q tests keras_repro --doctest-modules --ignore=tests/programs
 
 demo: install
 	$(PY) examples/seed_story.py --out demo-out

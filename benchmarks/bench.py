@@ -52,7 +52,7 @@ def machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
     versions = subprocess.run(
@@ -85,7 +85,7 @@ def median(values: Sequence[float]) -> float:
 def ratio_row(name: str, runs: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, Any]:
     secs = [r["seconds"] for r in runs]
     base_secs = [r["seconds"] for r in base]
-    paired = [a / b for a, b in zip(secs, base_secs)]  # same repetition: same background load
+    paired = [a / b for a, b in zip(secs, base_secs, strict=True)]  # same repetition: same background load
     return {"name": name, "median_s": median(secs), "ratio_of_medians": median(secs) / median(base_secs),
             "median_paired_ratio": median(paired), "min_ratio": min(paired), "max_ratio": max(paired),
             "rss_mb": median([r["max_rss_mb"] for r in runs]),

@@ -57,8 +57,8 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from keras_repro.callback import ReproCallback
     from keras_repro.comparison import compare
-    from keras_repro.training import fit
     from keras_repro.runtime import configure
+    from keras_repro.training import fit
 
 
 def __getattr__(name: str) -> Any:

@@ -99,7 +99,7 @@ def _same(a: Any, b: Any) -> bool:
             return _ADDRESS.sub("", str(a["__repr__"])) == _ADDRESS.sub("", str(b["__repr__"]))
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if type(a) is not type(b) and (isinstance(a, bool) or isinstance(b, bool)):
         return False  # True == 1 in Python, but not in a record
     return a is b or a == b
@@ -248,7 +248,7 @@ def _fingerprint_causes(field: str, label: str, a: Any, b: Any) -> list[Cause]:
         fa, fb = a.get("first_elements"), b.get("first_elements")
         if isinstance(fa, list) and isinstance(fb, list) and not _same(fa, fb):
             same_set = sorted(map(str, fa)) == sorted(map(str, fb))
-            index = next((i for i, (x, y) in enumerate(zip(fa, fb)) if x != y), min(len(fa), len(fb)))
+            index = next((i for i, (x, y) in enumerate(zip(fa, fb, strict=False)) if x != y), min(len(fa), len(fb)))
             how = "the same elements in another order" if same_set else "other elements or another order"
             causes.append(_cause("data", f"{field}.first_elements", fa, fb,
                                  f"data {label}: dataset fed {how} (first difference at element {index})", "order"))
@@ -270,7 +270,7 @@ def _order_causes(a: Any, b: Any) -> list[Cause]:
     """The sample order `fit` used per epoch (`data.order`), compared over the epochs both runs reached."""
     if not isinstance(a, list) or not isinstance(b, list):
         return []
-    for i, (ea, eb) in enumerate(zip(a, b)):
+    for i, (ea, eb) in enumerate(zip(a, b, strict=False)):  # the epochs both runs reached
         if not isinstance(ea, dict) or not isinstance(eb, dict):
             continue
         if not _same(ea.get("sha256"), eb.get("sha256")):

@@ -209,8 +209,8 @@ def _compare_runs(children: Sequence[ChildRun]) -> tuple[list[Pairing], list[str
         return [], problems
     first = loaded[0]
     pairings = []
-    for child, recs in zip(children[1:], loaded[1:]):
-        for k, (ra, rb) in enumerate(zip(first, recs), start=1):
+    for child, recs in zip(children[1:], loaded[1:], strict=True):
+        for k, (ra, rb) in enumerate(zip(first, recs, strict=False), start=1):  # a record count that differs is reported apart
             pairings.append(Pairing(child.index, k, len(first), compare(ra, rb)))
     return pairings, []
 

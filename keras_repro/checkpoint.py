@@ -195,7 +195,7 @@ def restore_state(model: Any, arrays: Mapping[str, np.ndarray], meta: Mapping[st
                 f"The checkpoint holds {len(saved)} {group} variables, the model has {len(variables)}. "
                 "Fix: resume with the same model builder and compile arguments as the interrupted run."
             )
-        for d, v in zip(saved, variables):
+        for d, v in zip(saved, variables, strict=True):
             value = arrays[d["key"]]
             if list(value.shape) != [int(s) for s in v.shape] or str(value.dtype) != str(np.dtype(_dtype(v))):
                 raise ResumeError(

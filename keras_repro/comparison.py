@@ -22,11 +22,10 @@ import math
 import os
 from typing import Any, Mapping, Union
 
-from keras_repro.errors import RecordError
 from keras_repro.causes import (
+    _MISSING,
     CATEGORIES,
     Cause,
-    _MISSING,
     _fmt_gap,
     _leftover,
     _mode,
@@ -36,6 +35,7 @@ from keras_repro.causes import (
     leftover_message,
     relative_gap,
 )
+from keras_repro.errors import RecordError
 from keras_repro.record import RunRecord, load_run, validate_record
 
 __all__ = [
@@ -261,7 +261,7 @@ def _locate(steps_per_epoch: Any, global_step: int) -> tuple[int | None, int | N
 
 def _first_step_divergence(ra: RunRecord, rb: RunRecord) -> Divergence | None:
     a, b = ra.steps, rb.steps
-    for i, (x, y) in enumerate(zip(a, b)):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):  # the steps both runs reached
         if x == y and x.__class__ is y.__class__:
             continue
         if x != x and y != y:  # both NaN
@@ -272,7 +272,7 @@ def _first_step_divergence(ra: RunRecord, rb: RunRecord) -> Divergence | None:
 
 
 def _first_epoch_divergence(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> Divergence | None:
-    for epoch, (la, lb) in enumerate(zip(a, b)):
+    for epoch, (la, lb) in enumerate(zip(a, b, strict=False)):  # the epochs both runs reached
         if not isinstance(la, dict) or not isinstance(lb, dict):
             continue
         for key in list(la) + [k for k in lb if k not in la]:

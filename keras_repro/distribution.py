@@ -217,7 +217,7 @@ class Placement:
     workarounds: tuple[str, ...] = ()
 
     @classmethod
-    def find(cls, model_or_builder: Any, strategy: Any = None) -> "Placement":
+    def find(cls, model_or_builder: Any, strategy: Any = None) -> Placement:
         """The strategy `fit` will train under, as far as it is known before the model is built."""
         import tensorflow as tf
 
@@ -256,7 +256,7 @@ class Placement:
             return self.strategy.scope()
         return contextlib.nullcontext()
 
-    def adopt(self, model: Any, mode: str) -> "Placement":
+    def adopt(self, model: Any, mode: str) -> Placement:
         """The placement of the built model (a builder may have entered a scope itself); fixes Keras."""
         placement = self
         model_strategy = _model_strategy(model)

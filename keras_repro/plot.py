@@ -71,7 +71,7 @@ def plot_runs(runs: Sequence[RecordLike], output: str | os.PathLike[str]) -> Pat
     labels = _labels(records)
     divergences = [compare(records[0], r).first_divergence if i else None for i, r in enumerate(records)]
 
-    for ax, panel in zip(axes, panels):
+    for ax, panel in zip(axes, panels, strict=True):
         if panel == "loss per step":
             _plot_steps(ax, records, colors, labels, divergences)
         else:

@@ -147,7 +147,7 @@ class Policy:
         object.__setattr__(self, "threads", None if self.threads is None else int(self.threads))
 
     @classmethod
-    def create(cls, seed: Any = None, mode: Any = None, threads: Any = None) -> "Policy":
+    def create(cls, seed: Any = None, mode: Any = None, threads: Any = None) -> Policy:
         """Validates and builds a policy; `mode=None` means the default mode."""
         return cls(
             seed=validate_seed(seed),

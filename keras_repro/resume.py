@@ -20,8 +20,8 @@ import socket
 from pathlib import Path
 from typing import Any, Mapping
 
-from keras_repro.checkpoint import Checkpoint, latest_checkpoint
 from keras_repro import _compat
+from keras_repro.checkpoint import Checkpoint, latest_checkpoint
 from keras_repro.errors import CompatError, RecordError, ResumeError
 from keras_repro.record import RECORD_FILE, RunRecord, load_run
 
@@ -240,7 +240,7 @@ def _check_first_elements(dataset: Any, expected: list[str]) -> None:
             break
     got = tap.digests()
     if tap.enabled and got != expected[: len(got)]:
-        index = next(i for i, (a, b) in enumerate(zip(got, expected)) if a != b)
+        index = next(i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b)
         raise ResumeError(
             f"The tf.data input now feeds other elements than the interrupted run did (first difference at "
             f"element {index} of its first epoch). Fix: resume with the same dataset, or start a new run."

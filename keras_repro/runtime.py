@@ -180,7 +180,7 @@ def _apply(policy: Policy) -> dict[str, Any]:
     }
     if policy.mode == "off":  # record only: change nothing in the process
         if policy.threads is not None:
-            warnings.append("mode 'off' changes nothing: threads=%d was recorded, not applied" % policy.threads)
+            warnings.append(f"mode 'off' changes nothing: threads={policy.threads} was recorded, not applied")
         return applied
 
     if policy.mode == "bitwise":

@@ -139,7 +139,7 @@ def test_multiworker_reruns_are_bit_identical(tmp_path, mode):
     job_a, job_b = multiworker(tmp_path, args, args)
     _check_job(job_a, tmp_path / "job0")
     _check_job(job_b, tmp_path / "job1")
-    for a, b in zip(job_a, job_b):
+    for a, b in zip(job_a, job_b, strict=True):
         assert_same_bits(a, b)
     assert job_a[0]["distribution"]["worker_seed"] != job_a[1]["distribution"]["worker_seed"]
     announced = (tmp_path / "records-0.txt").read_text().splitlines()

@@ -10,13 +10,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from helpers import PYTHON, REPO, describe_child, run_child
+
 from keras_repro.errors import RecordError
 from keras_repro.record import STATUSES, load_run
 

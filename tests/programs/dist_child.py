@@ -24,9 +24,9 @@ def mark(what: str) -> None:
     print(f"dist_child: {time.time() - _T0:6.2f}s {what}", file=sys.stderr, flush=True)
 
 
-import numpy as np
+import numpy as np  # noqa: E402 - after mark(): the child times its own imports
 
-import keras_repro
+import keras_repro  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--strategy", choices=["mirrored", "multiworker", "none", "ps", "central"], required=True)
