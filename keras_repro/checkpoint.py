@@ -46,7 +46,6 @@ from keras_repro.record import to_jsonable, utc_now
 __all__ = [
     "CHECKPOINT_DIR",
     "CHECKPOINT_SCHEMA",
-    "ENV_DIE_IN_WRITE",
     "Checkpoint",
     "capture_state",
     "restore_state",
@@ -59,9 +58,9 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_SCHEMA = "keras_repro.checkpoint/1"
 STATE_FILE = "state.json"
 ARRAYS_FILE = "arrays.npz"
-# Test hook: "N" makes the N-th checkpoint write of the process die (os._exit) between writing the
-# temporary folder and renaming it into place.
-ENV_DIE_IN_WRITE = "KERAS_REPRO_TEST_DIE_IN_CHECKPOINT_WRITE"
+# Test hook, not API (tests/test_resume.py): "N" makes the N-th checkpoint write of the process die
+# (os._exit(77)) between writing the temporary folder and renaming it into place.
+_TEST_DIE_IN_WRITE_ENV = "KERAS_REPRO_TEST_DIE_IN_CHECKPOINT_WRITE"
 _NAME = re.compile(r"^epoch-(\d+)-step-(\d+)$")
 
 
@@ -272,7 +271,7 @@ def write_checkpoint(run_directory: str | os.PathLike[str], epoch: int, step_in_
         os.fsync(f.fileno())
     _fsync_dir(tmp)
     _WRITES["count"] += 1
-    if os.environ.get(ENV_DIE_IN_WRITE) == str(_WRITES["count"]):
+    if os.environ.get(_TEST_DIE_IN_WRITE_ENV) == str(_WRITES["count"]):
         os._exit(77)  # test hook: a crash between the temporary write and the rename
     final = base / name
     if final.exists():  # the same position again (a resumed run re-reaching it): replace it
@@ -356,7 +355,6 @@ class Checkpointer(keras.callbacks.Callback):
         self.keep = keep
         self.epoch = 0
         self.step_in_epoch = 0
-        self.seconds: list[float] = []  # time spent per checkpoint (for benchmarks)
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.epoch = epoch
@@ -390,13 +388,10 @@ class Checkpointer(keras.callbacks.Callback):
         record = self.record_callback.record
         if record is None or record.path is None:
             return None
-        start = time.perf_counter()
         arrays, meta = capture_state(self.model)
         meta["steps_per_epoch"] = (self.params or {}).get("steps")
         meta["record"] = record.to_dict()
-        path = write_checkpoint(record.path.parent, epoch, step_in_epoch, arrays, meta, self.keep)
-        self.seconds.append(time.perf_counter() - start)
-        return path
+        return write_checkpoint(record.path.parent, epoch, step_in_epoch, arrays, meta, self.keep)
 
 
 class Restorer(keras.callbacks.Callback):

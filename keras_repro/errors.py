@@ -17,6 +17,7 @@ from __future__ import annotations
 __all__ = [
     "ReproducibilityError",
     "InvalidPolicyError",
+    "InvalidInputError",
     "TooLateError",
     "PolicyConflictError",
     "RecordError",
@@ -30,7 +31,18 @@ class ReproducibilityError(RuntimeError):
 
 
 class InvalidPolicyError(ReproducibilityError, ValueError):
-    """A seed, mode or thread count is not of the expected type or range."""
+    """An argument of `configure`/`fit` is not of the expected type or range.
+
+    The policy (`seed`, `mode`, `threads`) and the arguments `fit` validates before training: `batch_size`,
+    `shuffle`, `validation_split`, `resume`, `checkpoint_every_steps` and `checkpoint_keep`.
+    """
+
+
+class InvalidInputError(ReproducibilityError, ValueError):
+    """Training data that cannot be fed as given: no samples, or arrays of different lengths.
+
+    Also a `ValueError`, which Keras raises for the same inputs.
+    """
 
 
 class TooLateError(ReproducibilityError):

@@ -34,7 +34,7 @@ def usable_cores() -> int:
 def default_threads(policy: Policy) -> int | None:
     """The intra-op thread count a mode fixes when the policy names none.
 
-    `bitwise` fixes 1: the intra-op count changes the bits (TF-FACTS), so a count tied to the machine's
+    `bitwise` fixes 1: the intra-op count changes the bits (docs/tf-notes.md), so a count tied to the machine's
     cores would make records from a laptop and a server differ. `deterministic` fixes the usable cores of
     this machine (repeatable here, recorded). `seeded` and `off` leave TensorFlow's default.
     """

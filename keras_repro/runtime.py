@@ -104,7 +104,7 @@ def configure(seed: Any = None, mode: Any = None, threads: Any = None) -> dict[s
         `intra_op_threads`, `inter_op_threads`, `devices`, `onednn`, `seeded`, `seed_source`, `warnings`).
 
     Raises:
-        InvalidPolicyError: a bad seed, mode or thread count.
+        InvalidPolicyError: a bad seed, mode or thread count (`fit` also raises it for its own arguments).
         TooLateError: threads, devices or oneDNN can no longer be set because TensorFlow already started.
         PolicyConflictError: a different policy after TensorFlow's runtime started.
 

@@ -3,7 +3,7 @@ seeded-shuffle pitfall.
 
 Keras 3 shuffles arrays inside a `Dataset.map` with a seeded random op. Once a global seed is set, that
 op restarts with every new iterator, so `model.fit(x, y, shuffle=True)` feeds every epoch in the same
-order (TF-FACTS.md). keras_repro instead builds one stream of batches for the whole run: epoch e's order
+order (docs/tf-notes.md). keras_repro instead builds one stream of batches for the whole run: epoch e's order
 is `stateless_shuffle(range(n), seed=[key(seed), e])`. It differs between epochs, is identical across
 reruns, and depends on nothing but (seed, epoch), so a resumed run can start the stream at any step.
 
@@ -20,6 +20,8 @@ import math
 from typing import Any
 
 import numpy as np
+
+from keras_repro.errors import InvalidInputError
 
 __all__ = ["shuffle_key", "epoch_order", "order_summary", "ArrayStream"]
 
@@ -90,12 +92,14 @@ class ArrayStream:
 
         n = num_samples(arrays)
         if not n:
-            raise ValueError("ArrayStream needs at least one sample.")
+            raise InvalidInputError(
+                "Expected at least one training sample. Received: arrays with 0 samples. Fix: pass non-empty x and y."
+            )
         sizes = sorted({int(a.shape[0]) for a in _leaves(arrays)})
         if len(sizes) > 1:  # Keras's own check ("Data cardinality is ambiguous"); tf.gather would not notice
-            raise ValueError(
+            raise InvalidInputError(
                 f"Data cardinality is ambiguous: the arrays passed as x, y (and sample_weight) have first "
-                f"dimensions {sizes}. Make sure all arrays contain the same number of samples."
+                f"dimensions {sizes}. Fix: pass arrays that all contain the same number of samples."
             )
         self.arrays = arrays
         self.num_samples = int(n)
