@@ -147,6 +147,22 @@ def test_every_accessor_has_a_test_here():
     assert not untested, f"accessors without a canary line in tests/test_compat.py: {untested}"
 
 
+
+@pytest.mark.parametrize("module, attribute, accessor", [
+    ("tensorflow.python.ops.stateful_random_ops", "global_generator", "tf_global_generator"),
+    ("tensorflow.python.framework.config", "is_op_determinism_enabled", "op_determinism_enabled"),
+    ("tensorflow.python.util._pywrap_util_port", "IsMklEnabled", "onednn_enabled"),
+    ("keras.src.backend.tensorflow.trainer", "reduce_per_replica", "keras_tf_trainer"),
+    ("keras.src.random.seed_generator", "GLOBAL_SEED_GENERATOR", "keras_global_seed_generator"),
+])
+def test_a_simulated_upgrade_that_moves_an_internal_fails_with_its_name(monkeypatch, module, attribute, accessor):
+    import importlib
+
+    monkeypatch.delattr(importlib.import_module(module), attribute)
+    with pytest.raises(CompatError, match=f"`{module}.{attribute}`"):
+        getattr(_compat, accessor)()
+
+
 # The error --------------------------------------------------------------------------------------
 
 def test_compat_error_names_the_symbol_the_tested_versions_and_the_fix():
