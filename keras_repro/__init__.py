@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from keras_repro.autolog import autolog  # TensorFlow-free; imported here so the module never shadows the function
 from keras_repro.errors import (
     InvalidPolicyError,
     PolicyConflictError,
@@ -33,6 +34,7 @@ __all__ = [
     "MODES",
     "Policy",
     "configure",
+    "autolog",
     "fit",
     "load_run",
     "compare",
@@ -76,4 +78,6 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 # Modules are named so that none shadows a function of the same name here (importing a submodule
-# sets an attribute on the package): `training` defines `fit`, `comparison` defines `compare`.
+# sets an attribute on the package): `training` defines `fit`, `comparison` defines `compare`. The one
+# exception, `autolog`, is imported eagerly above: the package attribute is set to the module on its
+# first import and the `from ... import` right after rebinds it to the function, for good.
