@@ -2,12 +2,14 @@
 
 Arrays with shuffle=True, Dropout, a random augmentation layer (RandomFlip + RandomTranslation, which
 draw new numbers every step), validation_split. Prints the SHA-256 of its final weights and the hex of
-its last loss, as a user would print a result.
+its last loss, as a user would print a result (and appends them to $PLAIN_OUT, if set, for tests
+that run it under `keras-repro check`, which hides a run's stdout).
 
     python plain_script.py [--subclass] [--fail]
 """
 
 import hashlib
+import os
 import sys
 
 import numpy as np
@@ -54,5 +56,8 @@ print("LOSS", float(history.history["loss"][-1]).hex())
 print("HISTORY", type(history).__name__, sorted(history.history))
 if "--subclass" in sys.argv:
     print("SUBCLASS", Custom.fit_calls, Custom.train_steps > 0)
+if os.environ.get("PLAIN_OUT"):
+    with open(os.environ["PLAIN_OUT"], "a") as f:
+        f.write(f"{digest} {float(history.history['loss'][-1]).hex()} {Custom.fit_calls}\n")
 if "--fail" in sys.argv:
     sys.exit(3)
