@@ -289,13 +289,21 @@ def likely_sources(comparison: Comparison, records: tuple[RunRecord, RunRecord] 
     causes = comparison.causes
     hints: list[str] = []
     data = [c for c in causes if c.category == "data"]
-    if any(c.kind != "order" for c in data) or any(c.kind == "order" and ".sha256" in c.field for c in data):
+    unseeded = records is not None and _unseeded(*records)
+    if unseeded and any(c.kind != "order" for c in data):
+        hints.append(
+            "the training data differs between the runs: it is drawn at random without a seed. A seed "
+            "(keras-repro run --seed S) fixes np.random.* and random.*; np.random.default_rng() or "
+            "random.Random() without a seed must also be seeded in the code"
+        )
+    elif any(c.kind != "order" for c in data) or any(c.kind == "order" and ".sha256" in c.field for c in data):
         hints.append(
             "the training data differs between the runs: unseeded randomness in data loading or preparation "
             "(np.random.default_rng() without a seed, or random.Random(), is ignored by every global seed). "
             "Fix: seed it explicitly, e.g. np.random.default_rng(42)"
         )
-    if records is not None and _unseeded(*records):
+    if unseeded:
+        assert records is not None
         return hints + unseeded_sources(comparison, *records)
     if any(c.field.endswith(".first_elements") for c in data):
         hints.append(

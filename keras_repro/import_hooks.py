@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import Any, Callable
 
-__all__ = ["when_imported", "cancel"]
+__all__ = ["when_imported", "cancel", "find_spec"]
 
 Callback = Callable[[Any], None]
 
@@ -129,6 +129,16 @@ def cancel(callback: Callback) -> None:
                 del _WATCHER.callbacks[name]
     if _WATCHER is not None and not _WATCHER.callbacks:
         _uninstall()
+
+
+def find_spec(name: str, path: Any = None, target: Any = None) -> Any:
+    """The spec the watcher gives for `name` (its loader wrapped when `name` is watched), or None.
+
+    For a finder that runs ahead of the watcher (keras_repro/_bootstrap/sitecustomize.py) and installed
+    it while Python was already asking the finders about `name`.
+    """
+    watcher = _WATCHER
+    return watcher.find_spec(name, path, target) if watcher is not None else None
 
 
 def _importing(module: Any) -> bool:

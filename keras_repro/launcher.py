@@ -23,7 +23,7 @@ import subprocess
 from typing import Mapping, Sequence
 
 from keras_repro.errors import ReproducibilityError
-from keras_repro.policy import ENV_AUTOLOG, ENV_MODE, ENV_SEED, ENV_THREADS, Policy
+from keras_repro.policy import ENV_AUTOLOG, ENV_MODE, ENV_SEED, ENV_THREADS, Policy, resolve
 
 __all__ = ["BOOTSTRAP_DIR", "default_threads", "launch_environment", "autolog_environment", "run_command"]
 
@@ -99,6 +99,8 @@ def autolog_environment(env: Mapping[str, str], *, record_only: bool = False) ->
     """
     out = dict(env)
     out[ENV_AUTOLOG] = "off" if record_only else "1"
+    if not record_only:
+        resolve(environ=out)  # the child's autolog() reads these: refuse a bad KERAS_REPRO_* here, in one line
     paths = [p for p in (out.get("PYTHONPATH") or "").split(os.pathsep) if p and os.path.abspath(p) != BOOTSTRAP_DIR]
     out["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *paths])
     return out

@@ -216,15 +216,24 @@ def test_bootstrap_runs_chains_to_an_existing_sitecustomize_and_imports_no_tenso
     code = run_command([PYTHON, "-c", PROBE], Policy.create(seed=3, mode="bitwise"), environ=env)
     out = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
     assert code == 0
-    assert out == {"autolog": True, "heavy": [], "env": "1", "user_site": "yes", "path_clean": True}
+    assert out == {"autolog": False, "heavy": [], "env": "1", "user_site": "yes", "path_clean": True}
     code = run_command([PYTHON, "-c", PROBE], Policy.create(seed=3), environ=env, autolog=False)
     out = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
     assert out["autolog"] is False and out["env"] is None and out["user_site"] == "yes"
+    probe = "import random, numpy, sys, json; print(json.dumps(['keras_repro.autolog' in sys.modules, random.random()]))"
+    draws = []
+    for _ in range(2):
+        run_command([PYTHON, "-c", probe], Policy.create(seed=3, mode="bitwise"), environ=env)
+        draws.append(json.loads(capfd.readouterr().out.strip().splitlines()[-1]))
+    assert draws[0] == draws[1] and draws[0][0] is True  # autolog started at `import numpy`; random seeded
 
 
-def test_bootstrap_refuses_a_bad_launch_policy_in_one_line(tmp_path):
-    env = autolog_environment({**os.environ, "PYTHONPATH": str(REPO), "KERAS_REPRO_SEED": "abc"})
-    proc = subprocess.run([PYTHON, "-c", "print('script ran')"], env=env, capture_output=True, text=True)
+def test_a_bad_launch_policy_is_refused_in_one_line_by_the_launcher_and_by_the_child(tmp_path):
+    with pytest.raises(keras_repro.InvalidPolicyError, match="KERAS_REPRO_SEED"):
+        autolog_environment({"KERAS_REPRO_SEED": "abc"})
+    env = autolog_environment({**os.environ, "PYTHONPATH": str(REPO)})
+    env["KERAS_REPRO_SEED"] = "abc"  # changed behind the launcher's back: the child refuses it
+    proc = subprocess.run([PYTHON, "-c", "import numpy; print('script ran')"], env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and "script ran" not in proc.stdout
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("keras-repro: error: Expected the environment")
 
@@ -256,7 +265,7 @@ def test_a_policy_the_environment_contradicts_is_one_line_and_exit_2():
 
 CHECK_CHILD = textwrap.dedent("""
     import os, sys
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{tests!r}, {repo!r}]
     from helpers import make_record
     from keras_repro.no_fit import NO_FIT_MESSAGE
     path = make_record({out!r}, run_id="r" + str(os.getpid()), no_fit=NO_FIT_MESSAGE, fit=None, model=None,
@@ -269,12 +278,12 @@ CHECK_CHILD = textwrap.dedent("""
 
 def test_check_on_a_custom_loop_says_it_can_compare_nothing_and_keeps_a_failing_runs_records(tmp_path, capsys):
     script = tmp_path / "loop.py"
-    script.write_text(CHECK_CHILD.format(tests=str(REPO / "tests"), out=str(tmp_path / "runs"), tail=""))
+    script.write_text(CHECK_CHILD.format(tests=str(REPO / "tests"), repo=str(REPO), out=str(tmp_path / "runs"), tail=""))
     code = main(["check", "--", PYTHON, str(script)])
     out = capsys.readouterr().out
     assert code == 2 and "no keras Model.fit ran in this process" in out and "nothing to compare" in out, out
     assert out.splitlines()[-1] == "cannot check: see the problems above"
-    script.write_text(CHECK_CHILD.format(tests=str(REPO / "tests"), out=str(tmp_path / "runs"), tail="sys.exit(5)"))
+    script.write_text(CHECK_CHILD.format(tests=str(REPO / "tests"), repo=str(REPO), out=str(tmp_path / "runs"), tail="sys.exit(5)"))
     code = main(["check", "--", PYTHON, str(script)])
     out = capsys.readouterr().out
     assert code == 2 and "failed with exit code 5 after writing 1 record(s), kept: " in out, out

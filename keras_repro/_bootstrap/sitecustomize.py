@@ -1,27 +1,49 @@
 """keras_repro's start-up hook for `keras-repro run` / `check` children (see keras_repro/launcher.py).
 
 Python imports the first `sitecustomize` on sys.path when it starts; `keras-repro run` puts this
-directory first on PYTHONPATH, so this runs before the script's code. It:
-1. calls `keras_repro.autolog()` with the policy the launcher passed in KERAS_REPRO_* variables
-   (`KERAS_REPRO_AUTOLOG=off`: record only, whatever else is set), which costs a few milliseconds:
-   TensorFlow is not imported here; the policy is applied when the script imports it;
-2. runs the `sitecustomize` this one shadows (the next one on sys.path), so an environment's own
-   start-up hook keeps working;
-3. takes this directory off sys.path again (PYTHONPATH keeps it, so child processes inherit the hook).
+directory first on PYTHONPATH, so this runs before the script's code. It must cost next to nothing in
+a process that never trains (a shell helper, `python -c ...`, pip), so it imports nothing heavy itself:
+1. it takes this directory off sys.path again (PYTHONPATH keeps it: child processes inherit the hook);
+2. it puts a finder first on sys.meta_path that waits for the first import of NumPy, TensorFlow or
+   Keras. Right before that import starts, it imports keras_repro and calls `keras_repro.autolog()`
+   with the policy the launcher passed in KERAS_REPRO_* variables (`KERAS_REPRO_AUTOLOG=off`: record
+   only), which applies the policy when TensorFlow has been imported, before any op or model, and
+   patches `keras.Model.fit`. Python's `random` is seeded when it is imported, if a seed was given;
+3. it runs the `sitecustomize` it shadows (the next one on sys.path), so an environment's own start-up
+   hook keeps working.
 
-A policy the child cannot apply ends the process with one line on stderr and exit code 2 (Python
-would otherwise print the error and run the script without the policy).
+If the script calls `keras_repro.autolog(...)` itself first, its arguments win (explicit arguments win
+over the environment). A policy the child cannot apply ends the process with one line on stderr and
+exit code 2, never a script running without the policy it was launched with.
 """
 
 
-def _keras_repro_bootstrap():
-    import os
-    import sys
+class _Trampoline:
+    """A meta path finder: on the first import of a watched module, starts autolog and hands over."""
 
-    here = os.path.dirname(os.path.realpath(__file__))
-    package_parent = os.path.dirname(os.path.dirname(here))
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != here]
-    if os.environ.get("KERAS_REPRO_AUTOLOG"):
+    watched = ("numpy", "tensorflow", "keras", "tf_keras", "random")
+
+    def __init__(self, here, record_only):
+        self.here = here
+        self.record_only = record_only
+        self.started = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.watched or self.started:
+            return None
+        if name == "random":
+            return self._seeding_random(path, target)
+        self.started = True  # before importing keras_repro, which imports more modules
+        self._start_autolog()
+        from keras_repro import import_hooks
+
+        return import_hooks.find_spec(name, path, target)
+
+    def _start_autolog(self):
+        import os
+        import sys
+
+        package_parent = os.path.dirname(os.path.dirname(self.here))
         sys.path.insert(0, package_parent)  # the keras_repro that launched this process, not another one
         try:
             import keras_repro
@@ -29,26 +51,70 @@ def _keras_repro_bootstrap():
         finally:
             sys.path.remove(package_parent)
         try:
-            if os.environ["KERAS_REPRO_AUTOLOG"] == "off":
-                keras_repro.autolog(mode="off")
-            else:
-                keras_repro.autolog()
+            if sys.modules["keras_repro.autolog"].active_policy() is None:  # the script's own call wins
+                keras_repro.autolog(mode="off") if self.record_only else keras_repro.autolog()
         except ReproducibilityError as e:
             sys.stderr.write("keras-repro: error: " + " ".join(str(e).split()) + "\n")
             sys.stderr.flush()
             os._exit(2)
+
+    def _seeding_random(self, path, target):
+        """`random`'s spec, with a loader that seeds it after it loads (data shuffled before NumPy)."""
+        import sys
+
+        seed = _launch_seed(self.record_only)
+        if seed is None:
+            return None
+        for finder in sys.meta_path:
+            spec = finder.find_spec("random", path, target) if finder is not self and hasattr(finder, "find_spec") else None
+            if spec is not None and spec.loader is not None:
+                original = spec.loader.exec_module
+
+                def exec_module(module):
+                    original(module)
+                    module.seed(seed)
+
+                spec.loader.exec_module = exec_module
+                return spec
+        return None
+
+
+def _launch_seed(record_only):
+    """The seed `keras-repro run --seed S` passed, when the policy seeds anything; else None."""
+    import os
+
+    seed = os.environ.get("KERAS_REPRO_SEED", "").strip()
+    if record_only or not seed.isdigit() or os.environ.get("KERAS_REPRO_MODE") == "off":
+        return None
+    return int(seed)
+
+
+def _keras_repro_bootstrap():
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.realpath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != here]
+    mode = os.environ.get("KERAS_REPRO_AUTOLOG")
+    if mode:
+        trampoline = _Trampoline(here, record_only=mode == "off")
+        seed = _launch_seed(trampoline.record_only)
+        if "random" in sys.modules and seed is not None:  # (CPython 3.10-3.13 does not import it at start-up)
+            sys.modules["random"].seed(seed)
+        sys.meta_path.insert(0, trampoline)
     _chain()
 
 
 def _chain():
     """Imports the `sitecustomize` this one shadows, as Python would have."""
     import importlib.machinery
-    import importlib.util
     import sys
 
     spec = importlib.machinery.PathFinder.find_spec("sitecustomize", sys.path)  # this directory is off it
     if spec is None or spec.loader is None:
         return
+    import importlib.util
+
     module = importlib.util.module_from_spec(spec)
     sys.modules["sitecustomize"] = module
     spec.loader.exec_module(module)
