@@ -5,8 +5,10 @@ For a script you cannot (or would rather not) change: one call first thing, or n
 
     >>> import keras_repro
     >>> keras_repro.autolog(seed=3, mode="bitwise")   # doctest: +SKIP
-    >>> import keras                                  # the policy is applied here, and fit patched
-    >>> model.fit(x, y, epochs=3)                     # doctest: +SKIP   (recorded in runs/<run_id>/)
+    >>> import keras                                  # doctest: +SKIP
+    >>> model.fit(x, y, epochs=3)                     # doctest: +SKIP
+
+`import keras` applies the policy and patches `fit`; the fit is recorded in `runs/<run_id>/run.json`.
 
 What it does, in order:
 1. the policy (`seed`, `mode`, `threads`, with the same rules and errors as `configure`) is applied the
@@ -205,7 +207,7 @@ def _disable() -> None:
                 if getattr(patch.cls.__dict__.get("fit"), _MARK, False):
                     delattr(patch.cls, "fit")
             else:
-                setattr(patch.cls, "fit", patch.previous)
+                patch.cls.fit = patch.previous
         _STATE.patches = []
         _STATE.settings = None
         for callback in (_on_tensorflow, _on_keras, _on_tf_keras, _on_numpy):

@@ -253,8 +253,8 @@ def _compare_runs(children: Sequence[ChildRun]) -> tuple[list[Pairing], list[str
         return [], problems
     first = loaded[0]
     pairings = []
-    for child, recs in zip(children[1:], loaded[1:]):
-        for k, (ra, rb) in enumerate(zip(first, recs), start=1):
+    for child, recs in zip(children[1:], loaded[1:], strict=True):
+        for k, (ra, rb) in enumerate(zip(first, recs, strict=False), start=1):  # a record count that differs is reported apart
             pairings.append(Pairing(child.index, k, len(first), compare(ra, rb), (ra, rb)))
     return pairings, []
 
@@ -262,7 +262,7 @@ def _compare_runs(children: Sequence[ChildRun]) -> tuple[list[Pairing], list[str
 def _no_fit_problems(children: Sequence[ChildRun], loaded: Sequence[Sequence[RunRecord]]) -> list[str]:
     """Records of processes that ran no fit (custom training loops): nothing in them to compare."""
     problems = []
-    for child, recs in zip(children, loaded):
+    for child, recs in zip(children, loaded, strict=True):
         for rec in recs:
             if rec.get("no_fit"):
                 policy = rec.applied or rec.policy

@@ -80,7 +80,7 @@ def test_check_with_a_policy_proves_the_same_unmodified_script_reproducible(tmp_
 def test_an_absl_script_and_the_python_processes_it_starts_get_autolog(tmp_path):
     proc = run_child([*CLI, "run", "--seed", "3", "--mode", "bitwise", "--", PYTHON, str(PROGRAMS / "absl_plain.py"),
                       "--epochs=2"], cwd=tmp_path, timeout=300)
-    assert _lines(proc, "GRANDCHILD") == ["True 3 False"], proc.stdout  # hook inherited; it imports no TF
+    assert _lines(proc, "GRANDCHILD") == ["False True 3 False"], proc.stdout  # inherited; lazy; no TF import
     (record,) = _records(tmp_path / "runs")
     assert record["status"] == "completed" and record["fit"]["epochs"] == 2
     assert record["model"]["final_weights_sha256"] == _lines(proc, "WEIGHTS")[0]

@@ -70,7 +70,7 @@ class _Trampoline:
             if spec is not None and spec.loader is not None:
                 original = spec.loader.exec_module
 
-                def exec_module(module):
+                def exec_module(module, original=original):
                     original(module)
                     module.seed(seed)
 
@@ -120,4 +120,5 @@ def _chain():
     spec.loader.exec_module(module)
 
 
-_keras_repro_bootstrap()
+if __name__ == "sitecustomize":  # Python's start-up import; not `keras_repro._bootstrap.sitecustomize` (doctests)
+    _keras_repro_bootstrap()

@@ -12,13 +12,14 @@ from absl import app, flags
 flags.DEFINE_integer("epochs", 1, "Epochs to train.")
 FLAGS = flags.FLAGS
 
-PROBE = ("import os, sys; print('GRANDCHILD', 'keras_repro.autolog' in sys.modules, "
-         "os.environ.get('KERAS_REPRO_SEED'), 'tensorflow' in sys.modules)")
+# The hook starts keras_repro at the first NumPy/TensorFlow/Keras import, not before.
+PROBE = ("import os, sys; before = 'keras_repro' in sys.modules; import numpy; print('GRANDCHILD', before, "
+         "'keras_repro.autolog' in sys.modules, os.environ.get('KERAS_REPRO_SEED'), 'tensorflow' in sys.modules)")
 
 
 def main(argv):
-    import numpy as np
     import keras
+    import numpy as np
 
     x = np.random.rand(48, 3).astype("float32")
     y = (x.sum(axis=1) > 1.5).astype("int32")
