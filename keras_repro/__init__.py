@@ -7,6 +7,9 @@ Example:
     >>> history.run.path                                          # doctest: +SKIP
     PosixPath('runs/20261127-101500-3f2a9c/run.json')
 
+No code change at all: `keras-repro run --seed 42 --mode bitwise -- python train.py` starts the script
+with `keras_repro.autolog(...)`, which routes every `model.fit` through `keras_repro.fit`.
+
 `import keras_repro` does not import TensorFlow: TF fixes its thread pools and devices when it starts,
 so the policy has to be applicable before that. TF-dependent names load on first use.
 """
