@@ -221,9 +221,12 @@ def test_bootstrap_runs_chains_to_an_existing_sitecustomize_and_imports_no_tenso
     out = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
     assert out["autolog"] is False and out["env"] is None and out["user_site"] == "yes"
     probe = "import random, numpy, sys, json; print(json.dumps(['keras_repro.autolog' in sys.modules, random.random()]))"
+    console_script = tmp_path / "train-console"  # what pip writes for an entry point: a shebang script
+    console_script.write_text(f"#!{PYTHON}\n{probe}\n")
+    console_script.chmod(0o755)
     draws = []
-    for _ in range(2):
-        run_command([PYTHON, "-c", probe], Policy.create(seed=3, mode="bitwise"), environ=env)
+    for command in ([PYTHON, "-c", probe], [str(console_script)]):
+        run_command(command, Policy.create(seed=3, mode="bitwise"), environ=env)
         draws.append(json.loads(capfd.readouterr().out.strip().splitlines()[-1]))
     assert draws[0] == draws[1] and draws[0][0] is True  # autolog started at `import numpy`; random seeded
 
