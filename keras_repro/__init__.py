@@ -7,6 +7,9 @@ Example:
     >>> history.run.path                                          # doctest: +SKIP
     PosixPath('runs/20261127-101500-3f2a9c/run.json')
 
+No code change at all: `keras-repro run --seed 42 --mode bitwise -- python train.py` starts the script
+with `keras_repro.autolog(...)`, which routes every `model.fit` through `keras_repro.fit`.
+
 `import keras_repro` does not import TensorFlow: TF fixes its thread pools and devices when it starts,
 so the policy has to be applicable before that. TF-dependent names load on first use.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from keras_repro.autolog import autolog  # TensorFlow-free; imported here so the module never shadows the function
 from keras_repro.errors import (
     InvalidPolicyError,
     PolicyConflictError,
@@ -33,6 +37,7 @@ __all__ = [
     "MODES",
     "Policy",
     "configure",
+    "autolog",
     "fit",
     "load_run",
     "compare",
@@ -76,4 +81,6 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 # Modules are named so that none shadows a function of the same name here (importing a submodule
-# sets an attribute on the package): `training` defines `fit`, `comparison` defines `compare`.
+# sets an attribute on the package): `training` defines `fit`, `comparison` defines `compare`. The one
+# exception, `autolog`, is imported eagerly above: the package attribute is set to the module on its
+# first import and the `from ... import` right after rebinds it to the function, for good.

@@ -371,6 +371,8 @@ def _init_causes(ra: RunRecord, rb: RunRecord, earlier: Sequence[Cause]) -> list
         why = "expected with a different seed"
     elif any(c.category in ("model", "code") for c in earlier):
         why = "the model or code differs"
+    elif ra.applied.get("seed", ra.policy.get("seed")) is None and rb.applied.get("seed", rb.policy.get("seed")) is None:
+        why = "no seed: nothing was seeded"
     else:
         why = "same seed, so the model was built before seeding or outside keras_repro.fit's builder"
     msg = f"initial weights differ ({format_value(ia)} -> {format_value(ib)}): the model was initialised differently ({why})"

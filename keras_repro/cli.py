@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import sys
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from keras_repro.errors import ReproducibilityError
 
@@ -29,8 +29,8 @@ PROG = "keras-repro"
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: one subcommand per verb."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Reproducible Keras training: run, check, show, diff, plot.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser = _Parser(prog=PROG, description="Reproducible Keras training: run, check, show, diff, plot.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     p = sub.add_parser("show", help="print a readable summary of a run record")
     p.add_argument("run", metavar="RUN", help="a run directory or its run.json")
@@ -42,18 +42,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="run a training command N times and say whether it reproduces")
     p.add_argument("--runs", type=int, default=2, metavar="N", help="how many runs (default 2)")
+    _policy_options(p, "none given: apply nothing, record only")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
-    p = sub.add_parser("run", help="launch a command with the environment a policy needs before Python/TF start")
-    p.add_argument("--seed", metavar="S")
-    p.add_argument("--mode", metavar="M", help="off, seeded, deterministic (default) or bitwise")
-    p.add_argument("--threads", metavar="T", help="intra-op thread count")
+    p = sub.add_parser("run", help="launch a command under a policy: its environment, and autolog before its code")
+    _policy_options(p, "mode default: deterministic")
+    p.add_argument("--no-autolog", action="store_true",
+                   help="set the environment only; do not patch keras.Model.fit in the child")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
     p = sub.add_parser("plot", help="overlay the loss/metric curves of runs and mark where they diverge")
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("-o", "--output", required=True, metavar="PNG", help="where to write the image")
     return parser
+
+
+def _policy_options(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--seed", metavar="S", help=f"seed in [0, 2**32-1] ({default})")
+    p.add_argument("--mode", metavar="M", help="off, seeded, deterministic or bitwise")
+    p.add_argument("--threads", metavar="T", help="intra-op thread count")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2), like every other keras-repro error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {PROG} --help)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,18 +242,29 @@ def _fingerprint(fp: Any) -> str:
 def _check(args: argparse.Namespace) -> int:
     from keras_repro.checking import run_check
 
-    result = run_check(_command_args(args.cmd, "check [--runs N]"), runs=args.runs,
+    command = _command_args(args.cmd, "check [--runs N] [--seed S] [--mode M] [--threads T]")
+    result = run_check(command, runs=args.runs, policy=_policy(args),
                        progress=lambda line: print(f"{PROG}: {line}", file=sys.stderr, flush=True))
     _print_lines(result.lines())
     return result.exit_code
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    """The policy given by --seed/--mode/--threads; None when none of them is."""
+    from keras_repro.policy import Policy
+
+    if args.seed is None and args.mode is None and args.threads is None:
+        return None
+    return Policy.create(seed=_int_or_text(args.seed), mode=args.mode, threads=_int_or_text(args.threads))
 
 
 def _run(args: argparse.Namespace) -> int:
     from keras_repro.launcher import run_command
     from keras_repro.policy import Policy
 
-    policy = Policy.create(seed=_int_or_text(args.seed), mode=args.mode, threads=_int_or_text(args.threads))
-    return run_command(_command_args(args.cmd, "run [--seed S] [--mode M] [--threads T]"), policy)
+    policy = _policy(args) or Policy.create()
+    command = _command_args(args.cmd, "run [--seed S] [--mode M] [--threads T] [--no-autolog]")
+    return run_command(command, policy, autolog=not args.no_autolog)
 
 
 def _int_or_text(text: str | None) -> Any:

@@ -220,7 +220,11 @@ def compare(a: RecordLike, b: RecordLike) -> Comparison:
     weights_identical = None if wa is None or wb is None else wa == wb
     identical = steps_same and epochs_same and (weights_identical is True or (wa is None and wb is None))
     notes += _status_notes(ra, rb, len(steps_a), len(steps_b), len(ra.epochs), len(rb.epochs))
-    if identical and wa is None and wb is None:
+    no_fit = [label for label, rec in (("A", ra), ("B", rb)) if rec.get("no_fit")]
+    if no_fit:  # a custom training loop under autolog: no weights, no metrics, nothing compared
+        identical = False
+        notes.append(f"run {' and '.join(no_fit)} ran no fit (a custom training loop?): nothing recorded to compare")
+    elif identical and wa is None and wb is None:
         notes.append("neither run recorded final weights: identical by metrics only")
     if not causes and (step_div is not None or epoch_div is not None or weights_identical is False):
         causes.append(_leftover(ra, rb))  # not for a run that merely stopped early: the notes say so

@@ -5,6 +5,11 @@ starts, `TF_ENABLE_ONEDNN_OPTS` and the device list when TensorFlow loads. `laun
 them for a policy; `run_command` starts a command with them and passes the policy on through
 `KERAS_REPRO_SEED/MODE/THREADS`, which `configure()` in the child picks up.
 
+Unless told not to, the child also gets `keras_repro.autolog` before its own code runs:
+`autolog_environment` puts keras_repro's bootstrap directory (`keras_repro/_bootstrap`, holding a
+`sitecustomize.py`) first on PYTHONPATH and sets `KERAS_REPRO_AUTOLOG`, so an unmodified script is
+seeded, made deterministic and recorded, and so are the Python processes it starts (they inherit both).
+
 Example:
     >>> env = launch_environment(Policy.create(seed=7, mode="bitwise"), environ={})
     >>> env["PYTHONHASHSEED"], env["TF_ENABLE_ONEDNN_OPTS"], env["KERAS_REPRO_MODE"]
@@ -18,9 +23,12 @@ import subprocess
 from typing import Mapping, Sequence
 
 from keras_repro.errors import ReproducibilityError
-from keras_repro.policy import ENV_MODE, ENV_SEED, ENV_THREADS, Policy
+from keras_repro.policy import ENV_AUTOLOG, ENV_MODE, ENV_SEED, ENV_THREADS, Policy, resolve
 
-__all__ = ["default_threads", "launch_environment", "run_command"]
+__all__ = ["BOOTSTRAP_DIR", "default_threads", "launch_environment", "autolog_environment", "run_command"]
+
+# Holds the sitecustomize.py a child imports at start-up (keras_repro/_bootstrap/sitecustomize.py).
+BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 
 
 def usable_cores() -> int:
@@ -78,14 +86,41 @@ def launch_environment(policy: Policy, environ: Mapping[str, str] | None = None)
     return env
 
 
-def run_command(command: Sequence[str], policy: Policy, environ: Mapping[str, str] | None = None) -> int:
+def autolog_environment(env: Mapping[str, str], *, record_only: bool = False) -> dict[str, str]:
+    """`env` plus what makes a Python child call `keras_repro.autolog` before its own code.
+
+    `record_only`: autolog in mode "off" whatever KERAS_REPRO_MODE says (`keras-repro check` without
+    a policy), so that a script's own `configure`/`fit(seed=...)` calls keep their meaning.
+
+    Example:
+        >>> env = autolog_environment({"PYTHONPATH": "/mine"})
+        >>> env["KERAS_REPRO_AUTOLOG"], env["PYTHONPATH"].endswith(os.pathsep + "/mine")
+        ('1', True)
+    """
+    out = dict(env)
+    out[ENV_AUTOLOG] = "off" if record_only else "1"
+    if not record_only:
+        resolve(environ=out)  # the child's autolog() reads these: refuse a bad KERAS_REPRO_* here, in one line
+    paths = [p for p in (out.get("PYTHONPATH") or "").split(os.pathsep) if p and os.path.abspath(p) != BOOTSTRAP_DIR]
+    out["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *paths])
+    return out
+
+
+def run_command(
+    command: Sequence[str], policy: Policy, environ: Mapping[str, str] | None = None, *, autolog: bool = True
+) -> int:
     """Runs `command` with the launch environment of `policy`; returns its exit code.
+
+    With `autolog` (the default) a Python child calls `keras_repro.autolog` before its own code (see
+    `autolog_environment`); without, it gets only the environment, as before autolog existed.
 
     Raises ReproducibilityError if the command cannot be started.
     """
     if not command:
         raise ReproducibilityError("No command given. Usage: keras-repro run [--seed S] [--mode M] -- CMD ...")
     env = launch_environment(policy, environ)
+    if autolog:
+        env = autolog_environment(env)
     try:
         completed = subprocess.run(list(command), env=env)
     except FileNotFoundError:

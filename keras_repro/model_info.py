@@ -16,7 +16,7 @@ import numpy as np
 from keras_repro import _compat
 from keras_repro.record import to_jsonable
 
-__all__ = ["weights_sha256", "architecture_sha256", "model_summary", "hyperparameters"]
+__all__ = ["weights_sha256", "architecture_sha256", "model_summary", "random_layers", "hyperparameters"]
 
 
 def weights_sha256(model: Any) -> str:
@@ -73,7 +73,30 @@ def model_summary(model: Any) -> dict[str, Any]:
         "architecture_sha256": architecture_sha256(model),
         "param_count": params,
         "layers": len(getattr(model, "layers", []) or []),
+        "random_layers": random_layers(model),
     }
+
+
+def random_layers(model: Any) -> list[str]:
+    """Class names of the layers, nested ones too, that draw random numbers while training (Dropout,
+    RandomFlip, GaussianNoise, ...): those holding a `keras.random.SeedGenerator`. Sorted, once each.
+
+    `keras-repro check` names them as a source of differences between unseeded runs.
+    """
+    import keras
+
+    names: set[str] = set()
+    seen: set[int] = set()
+    stack = list(getattr(model, "layers", None) or [])
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values()):
+            names.add(type(layer).__name__)
+        stack.extend(getattr(layer, "layers", None) or [])
+    return sorted(names)
 
 
 def _learning_rate(optimizer: Any) -> Any:

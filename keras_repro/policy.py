@@ -28,6 +28,7 @@ __all__ = [
     "ENV_THREADS",
     "ENV_DIR",
     "ENV_RECORDS_FILE",
+    "ENV_AUTOLOG",
     "Policy",
     "validate_seed",
     "validate_mode",
@@ -47,6 +48,9 @@ ENV_MODE = "KERAS_REPRO_MODE"
 ENV_THREADS = "KERAS_REPRO_THREADS"
 ENV_DIR = "KERAS_REPRO_DIR"
 ENV_RECORDS_FILE = "KERAS_REPRO_RECORDS_FILE"
+# Set by `keras-repro run`/`check` for the child's start-up hook: "1" autolog with the policy above,
+# "off" record only (keras_repro/_bootstrap/sitecustomize.py).
+ENV_AUTOLOG = "KERAS_REPRO_AUTOLOG"
 
 
 def _describe(value: Any) -> str:

@@ -400,3 +400,20 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
     if isinstance(kind, tuple):
         return " or ".join(names.get(k, k.__name__) for k in kind)
     return names.get(kind, kind.__name__)
+
+
+def announce_record(path: str | os.PathLike[str]) -> None:
+    """Appends a record's absolute path to `$KERAS_REPRO_RECORDS_FILE`, if set (how `check` finds it).
+
+    One `write` with O_APPEND: lines of concurrent runs never interleave. (`ReproCallback` announces
+    its records the same way.)
+    """
+    records_file = os.environ.get("KERAS_REPRO_RECORDS_FILE")
+    if not records_file:
+        return
+    line = (str(Path(path).resolve()) + "\n").encode()
+    fd = os.open(records_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)

@@ -307,3 +307,14 @@ def _disable_op_determinism(tf: Any) -> None:
     """`seeded` after `deterministic` in the same (not yet started) process: switch it off again."""
     if _compat.op_determinism_enabled():
         _compat.disable_op_determinism()
+
+
+# --- autolog ---
+def policy_being_applied() -> bool:
+    """True while `apply_policy` runs (in this or another thread).
+
+    `keras_repro.autolog` applies its policy when TensorFlow finishes importing; when that import
+    happens inside `configure()` (which imports TensorFlow itself), the script's own policy is the one
+    being applied, and autolog leaves it alone.
+    """
+    return _STATE.lock.locked()

@@ -177,7 +177,11 @@ def fit(
             every = checkpoint_every_steps if positioned else None  # mid-epoch only where data can start there
             with placement.model_scope():  # it builds optimizer variables: under the model's strategy
                 with_checkpoints(call_kwargs, callback, model, plan, every, checkpoint_keep, x)
-        history = model.fit(x, y, **call_kwargs)
+        # autolog hook (keras_repro/autolog.py): reach Keras's own fit once, never back into the patched
+        # Model.fit or a subclass's overriding fit that already ran. Without autolog this is model.fit.
+        from keras_repro.autolog import keras_fit
+
+        history = keras_fit(model)(x, y, **call_kwargs)
     except KeyboardInterrupt:
         callback.finish("interrupted", "KeyboardInterrupt")
         raise
