@@ -375,6 +375,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.epoch = 0
         self.step_in_epoch = 0
         self.seconds: list[float] = []  # time spent per checkpoint (for benchmarks)
+        self.callback_states: Any = None  # keras_repro.callback_state.CallbackStates: the callbacks' state
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.epoch = epoch
@@ -412,6 +413,8 @@ class Checkpointer(keras.callbacks.Callback):
         arrays, meta = capture_state(self.model)
         meta["steps_per_epoch"] = (self.params or {}).get("steps")
         meta["record"] = record.to_dict()
+        if self.callback_states is not None:  # the user's callbacks' state, after all of them ran
+            self.callback_states.capture(arrays, meta)
         path = write_checkpoint(record.path.parent, epoch, step_in_epoch, arrays, meta, self.keep)
         self.seconds.append(time.perf_counter() - start)
         return path
@@ -465,9 +468,17 @@ class Restorer(keras.callbacks.Callback):
 class ResumingCallbackList(keras.callbacks.CallbackList):
     """A CallbackList that hides the replayed steps of a mid-epoch resume from every callback."""
 
-    def __init__(self, restorer: Restorer, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, restorer: Restorer, *args: Any, skip_epoch_begin: frozenset[int] = frozenset(),
+                 **kwargs: Any) -> None:
         self._restorer = restorer
+        self._skip_epoch_begin = skip_epoch_begin  # ids of callbacks whose restored state holds it already
         super().__init__(*args, **kwargs)
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        skip, self._skip_epoch_begin = self._skip_epoch_begin, frozenset()  # the resumed epoch only
+        for callback in self.callbacks:
+            if id(callback) not in skip:
+                callback.on_epoch_begin(epoch, dict(logs or {}))
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         if self._restorer.replay_left == 0:

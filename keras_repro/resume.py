@@ -309,7 +309,15 @@ def with_checkpoints(kwargs: dict[str, Any], record_callback: Any, model: Any, p
         except Exception:  # private API moved, or a model that cannot be built from a spec: Keras builds it
             pass
 
-    callbacks = [*kwargs["callbacks"], Checkpointer(record_callback, every_steps, keep)]
+    from keras_repro.callback_state import CallbackStates
+
+    if plan is not None:
+        refuse_multi_worker_resume(model, plan)
+    # The callbacks' state: captured by the Checkpointer, restored after every on_train_begin (placed last).
+    states = CallbackStates(kwargs["callbacks"], record_callback, plan.checkpoint if plan is not None else None)
+    checkpointer = Checkpointer(record_callback, every_steps, keep)
+    checkpointer.callback_states = states
+    callbacks = [*kwargs["callbacks"], checkpointer, states]
     if plan is None:
         kwargs["callbacks"] = callbacks
         return
@@ -321,4 +329,23 @@ def with_checkpoints(kwargs: dict[str, Any], record_callback: Any, model: Any, p
     kwargs["callbacks"] = ResumingCallbackList(
         restorer, [restorer, *callbacks], add_history=True, add_progbar=verbose != 0, model=model,
         verbose=verbose, epochs=kwargs.get("epochs", 1), steps=kwargs.get("steps_per_epoch"),
+        skip_epoch_begin=states.skip_epoch_begin(),
+    )
+
+
+def refuse_multi_worker_resume(model: Any, plan: ResumePlan) -> None:
+    """Raises ResumeError for a resume under a multi-worker strategy (docs/resume.md says why)."""
+    from keras_repro.distribution import _multi_worker, strategy_name
+
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is None or not _multi_worker(strategy):
+        return
+    raise ResumeError(
+        f"Cannot resume run {plan.record.run_id} under {strategy_name(strategy)} with several workers: every "
+        "worker keeps its own checkpoints, and a killed worker (or a cluster killed as a whole) leaves them at "
+        "different steps; keras_repro has no agreement between the restarted workers on one common checkpoint "
+        "yet, and workers restarting at different steps would deadlock in their collectives or silently train "
+        "on other batches. Expected: resume= in a single process (MirroredStrategy over several devices is "
+        "supported). Fix: restart the multi-worker job from scratch with the same seed (same bits), or train "
+        "with MirroredStrategy on one machine to resume."
     )
