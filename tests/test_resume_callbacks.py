@@ -101,3 +101,20 @@ def test_killed_mid_epoch_resume_continues_plateau_early_stopping_best_file_csv_
     assert control["history"]["learning_rate"] != whole["history"]["learning_rate"]
     assert control["stopped_epoch"] != whole["stopped_epoch"]
     assert control["final"] != whole["final"]
+
+
+@pytest.mark.slow
+def test_mirrored_resume_mid_epoch_continues_a_learning_rate_schedule_and_early_stopping(tmp_path):
+    # MirroredStrategy over 2 logical CPUs; LearningRateScheduler (x0.7 from epoch 2) and EarlyStopping.
+    # Killed after global step 32 (epoch 3, batch 4), resumed from the checkpoint at step 28 (3, 1): the
+    # schedule must not be applied twice to epoch 3, and the metric accumulators of every replica continue.
+    common = ["--callbacks", "schedule", "--strategy", "mirrored", "--checkpoint-every", "4", "--epochs", "12"]
+    whole = launch(tmp_path, "whole", *common)
+    victim = launch(tmp_path, "killed", *common, "--pause-at-step", "32")
+    kill_when_paused(victim)
+    resumed = result(launch(tmp_path, "resumed", *common, "--resume", str(the_run(tmp_path / "killed")), out="killed"))
+    whole = result(whole)
+    assert (resumed["resumed_from"]["epoch"], resumed["resumed_from"]["step_in_epoch"]) == (3, 1)
+    lrs = [float.fromhex(v) for v in whole["history"]["learning_rate"]]
+    assert lrs[1] == lrs[0] > lrs[2] > lrs[3] > lrs[4], "the schedule did not act: retune the child"
+    assert_resumed_like_whole(whole, resumed)
