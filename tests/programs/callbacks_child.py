@@ -146,17 +146,9 @@ history = keras_repro.fit(
 )
 
 
-def h5_digest(path):
-    """SHA-256 of every dataset of an HDF5 weights file (HDF5 headers hold write times)."""
-    import h5py
-
-    digest = hashlib.sha256()
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                digest.update(name.encode() + np.asarray(obj[()]).tobytes())
-        f.visititems(visit)
-    return digest.hexdigest()
+def file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def hexes(values):
@@ -175,9 +167,9 @@ print(json.dumps({
     "trained_here": pause.trained,
     "tally": {"batches": tally.batches, "loss_sum": float.hex(tally.loss_sum), "epoch_means": hexes(tally.epoch_means)},
     "loose_batches": loose.batches,
-    "best_files": {name: h5_digest(os.path.join(args.out, name))
+    "best_files": {name: file_sha256(os.path.join(args.out, name))
                    for name in sorted(os.listdir(args.out)) if name.endswith(".weights.h5")},
-    "csv_sha256": hashlib.sha256(open(csv_path, "rb").read()).hexdigest() if os.path.exists(csv_path) else None,
+    "csv_sha256": file_sha256(csv_path) if os.path.exists(csv_path) else None,
     "warnings": run["applied"]["warnings"],
     "resumed_from": run.get("resumed_from"),
 }))
