@@ -452,6 +452,10 @@ class Checkpointer(keras.callbacks.Callback):
         record = self.record_callback.record
         if record is None or record.path is None:
             return None
+        if getattr(self.model, "stop_training", False):
+            # A callback (EarlyStopping, TerminateOnNaN) ends training here. A checkpoint past this point would
+            # let a resume train on; without it, a resume redoes the last stretch and stops at the same point.
+            return None
         start = time.perf_counter()
         arrays, meta = capture_state(self.model)
         meta["steps_per_epoch"] = (self.params or {}).get("steps")

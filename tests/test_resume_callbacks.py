@@ -75,13 +75,18 @@ def test_killed_mid_epoch_resume_continues_plateau_early_stopping_best_file_csv_
     common = ["--callbacks", "plateau", "--checkpoint-every", "4"]
     whole = launch(tmp_path, "whole", *common)
     victim = launch(tmp_path, "killed", *common, "--pause-at-step", "59")
+    # Killed after EarlyStopping stopped the run (epoch 7) but before it completed: no checkpoint is written
+    # once a callback stops training, so the resume redoes the end of epoch 7 and stops there too.
+    late_victim = launch(tmp_path, "late", *common, "--pause-at-train-end")
     kill_when_paused(victim)
+    kill_when_paused(late_victim)
     killed = the_run(tmp_path / "killed")
     assert json.loads((killed / "run.json").read_text())["status"] == "running"
     shutil.copytree(tmp_path / "killed" / "out", tmp_path / "control" / "out")  # the control's own files
     resumed = launch(tmp_path, "resumed", *common, "--resume", str(killed), out="killed")
     control = launch(tmp_path, "control", *common, "--resume", str(killed), "--forget-callback-state")
-    whole, resumed, control = result(whole), result(resumed), result(control)
+    late = launch(tmp_path, "late_resumed", *common, "--resume", str(the_run(tmp_path / "late")), out="late")
+    whole, resumed, control, late = result(whole), result(resumed), result(control), result(late)
 
     assert (resumed["resumed_from"]["epoch"], resumed["resumed_from"]["step_in_epoch"]) == (6, 2)
     lrs = [float.fromhex(v) for v in whole["history"]["learning_rate"]]
@@ -95,6 +100,10 @@ def test_killed_mid_epoch_resume_continues_plateau_early_stopping_best_file_csv_
     for run in (whole, resumed):
         assert any(w.startswith("callback Loose (callbacks[5]) holds state (batches)") for w in run["warnings"])
     assert resumed["loose_batches"] == resumed["trained_here"]  # it restarted from scratch, as warned
+
+    assert (late["resumed_from"]["epoch"], late["resumed_from"]["step_in_epoch"]) == (7, 5)
+    assert_resumed_like_whole(whole, late)
+    assert late["best_files"] == whole["best_files"] and late["csv_sha256"] == whole["csv_sha256"]
 
     # Negative control: the same resume without the callbacks' state restored must differ.
     assert control["steps"][:56] == whole["steps"][:56]

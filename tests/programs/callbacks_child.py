@@ -4,7 +4,7 @@ Real digits (sklearn), Adam at a high rate, so that within a few short epochs `R
 the rate and `EarlyStopping` counts and stops. --callbacks plateau: ReduceLROnPlateau, EarlyStopping
 (restore_best_weights), ModelCheckpoint(save_best_only) and CSVLogger; --callbacks schedule: a
 LearningRateScheduler and EarlyStopping. Both add a user callback with get_state/set_state (Tally) and one
-without (Loose). With --pause-at-step N it prints "PAUSED N" after global step N and sleeps, for the test
+without (Loose). With --pause-at-step N (or --pause-at-train-end) it prints "PAUSED N" after global step N and sleeps, for the test
 to SIGKILL it. At the end it prints one JSON line (see the end of this file).
 """
 
@@ -28,6 +28,8 @@ parser.add_argument("--epochs", type=int, default=30)
 parser.add_argument("--resume", default=None)
 parser.add_argument("--pause-at-step", type=int, default=None)
 parser.add_argument("--checkpoint-every", type=int, default=None)
+parser.add_argument("--pause-at-train-end", action="store_true",
+                    help="pause in on_train_end: after EarlyStopping stopped the run, before it completed")
 parser.add_argument("--forget-callback-state", action="store_true",
                     help="negative control: resume without giving the callbacks their state back")
 args = parser.parse_args()
@@ -119,6 +121,11 @@ class Pause(keras.callbacks.Callback):
         step = self.epoch * STEPS + batch + 1
         if args.pause_at_step is not None and step == args.pause_at_step:
             print(f"PAUSED {step}", flush=True)
+            time.sleep(600)
+
+    def on_train_end(self, logs=None):
+        if args.pause_at_train_end:
+            print("PAUSED at train end", flush=True)
             time.sleep(600)
 
 
