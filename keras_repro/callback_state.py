@@ -270,6 +270,13 @@ class CallbackStates(keras.callbacks.Callback):
 
     Raises:
         ResumeError: a callback that cannot be combined with keras_repro's checkpoints (BackupAndRestore).
+
+    Example:
+        >>> states = CallbackStates([keras.callbacks.EarlyStopping()], repro_callback)   # doctest: +SKIP
+        >>> arrays, meta = {}, {}
+        >>> states.capture(arrays, meta)                                                   # doctest: +SKIP
+        >>> meta["callbacks"][0]["state"]["wait"]                                          # doctest: +SKIP
+        0
     """
 
     restore_enabled = True  # a test's negative control sets it False on the class: the resume must then differ
