@@ -160,15 +160,39 @@ def test_merge_history_gives_the_lists_of_a_history_that_saw_every_epoch():
     assert list(history.history) == ["loss", "val_loss"]
 
 
-def test_resume_under_a_multi_worker_strategy_is_refused_with_the_reason():
-    from keras_repro.resume import refuse_multi_worker_resume
+def _held(tmp_path, name, *positions):
+    from keras_repro.checkpoint import write_checkpoint
 
-    class CollectiveAllReduceStrategy:
-        extended = SimpleNamespace(_in_multi_worker_mode=lambda: True)
+    run = tmp_path / name
+    run.mkdir()
+    for epoch, step in positions:
+        write_checkpoint(run, epoch, step, {"x": np.zeros(1)}, {"variables": [], "record": {}}, keep=5)
+    return SimpleNamespace(record=SimpleNamespace(directory=run, run_id=name), checkpoint=None)
 
-    plan = SimpleNamespace(record=SimpleNamespace(run_id="r1"))
-    with pytest.raises(ResumeError, match="several workers: every worker keeps its own checkpoints") as info:
-        refuse_multi_worker_resume(SimpleNamespace(distribute_strategy=CollectiveAllReduceStrategy()), plan)
+
+def test_multi_worker_resume_takes_the_newest_checkpoint_every_worker_holds(tmp_path, monkeypatch):
+    import dataclasses
+
+    from keras_repro import distribution, resume
+
+    @dataclasses.dataclass(frozen=True)
+    class Plan:
+        record: object
+        checkpoint: object
+
+    mine = _held(tmp_path, "chief", (2, 0), (3, 0))
+    plan = Plan(mine.record, SimpleNamespace(path=tmp_path / "chief" / "checkpoints" / "epoch-000003-step-00000000"))
+    peer = [2e9, 1e9] + [-1.0] * 14  # the other worker was killed before writing epoch 3's checkpoint
+    monkeypatch.setattr(distribution, "_multi_worker", lambda strategy: True)
+    monkeypatch.setattr(resume, "_all_gather", lambda strategy, values: [values, peer])
+    agreed = resume.agree_across_workers(plan, object(), True)
+    assert (agreed.checkpoint.epoch, agreed.checkpoint.step_in_epoch) == (2, 0)
+
+    monkeypatch.setattr(resume, "_all_gather", lambda strategy, values: [values, [5e9] + [-1.0] * 15])
+    with pytest.raises(ResumeError, match="hold no common checkpoint") as info:
+        resume.agree_across_workers(plan, object(), True)
     assert "Fix:" in str(info.value)
-    single = SimpleNamespace(extended=SimpleNamespace(_in_multi_worker_mode=lambda: False))
-    refuse_multi_worker_resume(SimpleNamespace(distribute_strategy=single), plan)  # Mirrored: allowed
+    monkeypatch.setattr(resume, "_all_gather", lambda strategy, values: [values, values])
+    assert resume.agree_across_workers(None, object(), True) is None  # nobody has anything: a fresh start
+    monkeypatch.setattr(distribution, "_multi_worker", lambda strategy: False)
+    assert resume.agree_across_workers(plan, object(), True) is plan  # one process: nothing to agree on

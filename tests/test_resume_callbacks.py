@@ -127,3 +127,50 @@ def test_mirrored_resume_mid_epoch_continues_a_learning_rate_schedule_and_early_
     lrs = [float.fromhex(v) for v in whole["history"]["learning_rate"]]
     assert lrs[1] == lrs[0] > lrs[2] > lrs[3] > lrs[4], "the schedule did not act: retune the child"
     assert_resumed_like_whole(whole, resumed)
+
+
+def launch_job(tmp: Path, name: str, *args: str, run: str | None = None) -> list[subprocess.Popen]:
+    """A 2-worker MultiWorkerMirroredStrategy job on 127.0.0.1 (as tests/programs/dist_cluster.py starts one)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(2)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
+    for s in sockets:
+        s.close()
+    procs = []
+    for index in range(2):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        cmd = [sys.executable, str(CHILD), "--strategy", "multiworker", "--run-dir", str(tmp / (run or name)),
+               "--out", str(tmp / name / "out"), *args]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    return procs
+
+
+@pytest.mark.slow
+def test_multiworker_job_killed_and_restarted_resumes_from_the_newest_checkpoint_all_workers_hold(tmp_path):
+    # Both workers are SIGKILLed in epoch 3. Then the chief's newest checkpoint is deleted, as when a kill
+    # lands between the workers' checkpoint writes: the restarted workers must agree on epoch 2's.
+    common = ["--callbacks", "plateau", "--epochs", "30"]
+    whole = launch_job(tmp_path, "whole", *common)
+    victims = launch_job(tmp_path, "killed", *common, "--pause-at-step", "32")
+    for victim in victims:
+        kill_when_paused(victim)
+    chief = the_run(tmp_path / "killed")
+    worker = the_run(tmp_path / "killed" / "workers" / "worker-1")
+    for run in (chief, worker):
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+            "epoch-000002-step-00000000", "epoch-000003-step-00000000"]
+    shutil.rmtree(chief / "checkpoints" / "epoch-000003-step-00000000")
+    shutil.copytree(tmp_path / "killed" / "out", tmp_path / "resumed" / "out")
+    resumed = [result(p) for p in launch_job(tmp_path, "resumed", *common, "--resume", "true", run="killed")]
+    whole = [result(p) for p in whole]
+    for index, (w, r) in enumerate(zip(whole, resumed)):
+        assert (r["resumed_from"]["epoch"], r["resumed_from"]["step_in_epoch"]) == (2, 0), f"worker {index}"
+        assert_resumed_like_whole(w, r)
+        assert r["best_files"] == w["best_files"] and r["csv_sha256"] == w["csv_sha256"]
+    assert Path(resumed[1]["path"]).parent.parent == tmp_path / "killed" / "workers" / "worker-1"
+    assert whole[0]["final"] == whole[1]["final"], "the two workers of one synchronous job"

@@ -23,7 +23,8 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--run-dir", required=True)
 parser.add_argument("--out", required=True, help="folder of the CSV log and ModelCheckpoint's best file")
 parser.add_argument("--callbacks", choices=["plateau", "schedule"], default="plateau")
-parser.add_argument("--strategy", choices=["none", "mirrored"], default="none")
+parser.add_argument("--strategy", choices=["none", "mirrored", "multiworker"], default="none",
+                    help="multiworker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG, 1 CPU a worker")
 parser.add_argument("--epochs", type=int, default=30)
 parser.add_argument("--resume", default=None)
 parser.add_argument("--pause-at-step", type=int, default=None)
@@ -45,6 +46,11 @@ if args.strategy == "mirrored":
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+elif args.strategy == "multiworker":
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    if task:  # every worker runs the callbacks: worker i > 0 writes its files beside the chief's
+        args.out = os.path.join(args.out, f"worker-{task}")
 if args.forget_callback_state:
     from keras_repro.callback_state import CallbackStates
 
