@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 from pathlib import Path
@@ -380,6 +381,8 @@ def agree_across_workers(plan: ResumePlan | None, strategy: Any, resume: Any) ->
     target = max(common)
     if held[target] != plan.checkpoint.path:
         plan = dataclasses.replace(plan, checkpoint=load_checkpoint(held[target]))
+        logging.getLogger("keras_repro").warning(
+            "keras_repro: the workers' newest common checkpoint is %s: resuming there", held[target].name)
     return plan
 
 

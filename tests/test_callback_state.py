@@ -7,7 +7,6 @@ Importing Keras here costs a few seconds once.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
