@@ -5,8 +5,10 @@ uninterrupted run halves the rate after epochs 3 and 5 (ReduceLROnPlateau, patie
 (patience 3, restore_best_weights) stops it after epoch 7. A second run is SIGKILLed in epoch 6, after the
 rate was halved and while EarlyStopping is counting; the resumed run must stop at the same epoch with the
 same rates, weights, whole History, ModelCheckpoint best files and CSV log, having trained fewer batches.
-Negative control: the same resume without the callbacks' state must differ. Children that do not depend
-on each other run two at a time (2 cores).
+Negative control: the same resume without the callbacks' state must differ. The same claims under
+MirroredStrategy (2 logical CPUs, a LearningRateScheduler, mid-epoch) and for a 2-worker
+MultiWorkerMirroredStrategy job whose workers must agree on a common checkpoint. Children that do not
+depend on each other run at once (2 cores).
 """
 
 from __future__ import annotations
