@@ -211,3 +211,27 @@ def dataset_flat_structure(dataset: Any) -> dict[str, Any]:
     """`{"output_types": ..., "output_shapes": ...}` of a dataset's flattened element, as dataset ops
     such as `tf.raw_ops.FinalizeDataset` take them (`Dataset._flat_structure`)."""
     return dict(internal("tf.data.Dataset._flat_structure", lambda: dataset._flat_structure))
+
+# --- resume ---
+_MODEL_CHECKPOINT_COUNTERS = ("_batches_seen_since_last_saving", "_last_batch_seen")
+
+
+def model_checkpoint_counters(callback: Any, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`keras.callbacks.ModelCheckpoint`'s batch counters for `save_freq=N` (private in Keras 3.15).
+
+    With `values`, sets them first (a resume); returns the current values either way.
+
+    Example:
+        >>> model_checkpoint_counters(keras.callbacks.ModelCheckpoint("m.keras"))   # doctest: +SKIP
+        {'_batches_seen_since_last_saving': 0, '_last_batch_seen': None}
+    """
+
+    def get() -> dict[str, Any]:
+        for name, value in (values or {}).items():
+            if name not in _MODEL_CHECKPOINT_COUNTERS:
+                raise KeyError(name)
+            getattr(callback, name)  # must exist already: never invent an attribute Keras does not read
+            setattr(callback, name, value)
+        return {name: getattr(callback, name) for name in _MODEL_CHECKPOINT_COUNTERS}
+
+    return internal("keras.callbacks.ModelCheckpoint._batches_seen_since_last_saving/_last_batch_seen", get)

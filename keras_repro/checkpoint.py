@@ -142,6 +142,7 @@ def capture_state(model: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         for i, v in enumerate(variables):
             key = f"{group}/{i}"
             arrays[key] = np.asarray(v.numpy())
+            arrays.update(_replica_arrays(model, key, v))
             described.append({"key": key, "path": str(getattr(v, "path", v.name)), "dtype": str(arrays[key].dtype),
                               "shape": list(arrays[key].shape)})
     generators = {}
@@ -202,8 +203,50 @@ def restore_state(model: Any, arrays: Mapping[str, np.ndarray], meta: Mapping[st
                     f"{_dtype(v)}{list(v.shape)}. Fix: resume with the same model as the interrupted run."
                 )
             v.assign(value)
+            _assign_replica_arrays(model, d["key"], v, arrays)
     if "model" in groups:
         _restore_process_rngs(model, arrays, meta)
+
+
+REPLICA_PREFIX = "replicas/"
+
+
+def _replica_parts(model: Any, v: Any) -> list[Any]:
+    """The per-replica components of a distributed variable (several only under a tf.distribute strategy)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    value = getattr(v, "value", None)
+    if strategy is None or int(getattr(strategy, "num_replicas_in_sync", 1)) < 2 or value is None:
+        return []
+    import tensorflow as tf
+
+    if not isinstance(value, tf.distribute.DistributedValues):
+        return []
+    return list(strategy.experimental_local_results(value))
+
+
+def _replica_arrays(model: Any, key: str, v: Any) -> dict[str, np.ndarray]:
+    """Each replica's own value of a variable whose replicas differ: a metric accumulator under a strategy.
+
+    Such a (sync-on-read) variable reads as the sum over replicas; assigning that sum back splits it
+    evenly, and the next steps then round their per-replica sums differently (measured under
+    MirroredStrategy: a step loss 1 ulp off after a mid-epoch resume). Mirrored variables are equal on
+    every replica and are not repeated.
+    """
+    parts = [np.asarray(p.numpy()) for p in _replica_parts(model, v)]
+    if len(parts) < 2 or all(np.array_equal(parts[0], p) for p in parts[1:]):
+        return {}
+    return {f"{REPLICA_PREFIX}{key}/{i}": p for i, p in enumerate(parts)}
+
+
+def _assign_replica_arrays(model: Any, key: str, v: Any, arrays: Mapping[str, np.ndarray]) -> None:
+    if f"{REPLICA_PREFIX}{key}/0" not in arrays:
+        return
+    parts = _replica_parts(model, v)
+    if not all(f"{REPLICA_PREFIX}{key}/{i}" in arrays for i in range(len(parts))):
+        raise ResumeError(f"Checkpoint variable {key} was saved for another number of replicas than the "
+                          f"{len(parts)} of this run. Fix: resume with the same tf.distribute layout.")
+    for i, part in enumerate(parts):
+        part.assign(arrays[f"{REPLICA_PREFIX}{key}/{i}"])
 
 
 def _dtype(v: Any) -> str:
@@ -355,6 +398,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.keep = keep
         self.epoch = 0
         self.step_in_epoch = 0
+        self.callback_states: Any = None  # keras_repro.callback_state.CallbackStates: the callbacks' state
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.epoch = epoch
@@ -388,10 +432,17 @@ class Checkpointer(keras.callbacks.Callback):
         record = self.record_callback.record
         if record is None or record.path is None:
             return None
+        if getattr(self.model, "stop_training", False):
+            # A callback (EarlyStopping, TerminateOnNaN) ends training here. A checkpoint past this point would
+            # let a resume train on; without it, a resume redoes the last stretch and stops at the same point.
+            return None
         arrays, meta = capture_state(self.model)
         meta["steps_per_epoch"] = (self.params or {}).get("steps")
         meta["record"] = record.to_dict()
-        return write_checkpoint(record.path.parent, epoch, step_in_epoch, arrays, meta, self.keep)
+        if self.callback_states is not None:  # the user's callbacks' state, after all of them ran
+            self.callback_states.capture(arrays, meta)
+        path = write_checkpoint(record.path.parent, epoch, step_in_epoch, arrays, meta, self.keep)
+        return path
 
 
 class Restorer(keras.callbacks.Callback):
@@ -442,9 +493,17 @@ class Restorer(keras.callbacks.Callback):
 class ResumingCallbackList(keras.callbacks.CallbackList):
     """A CallbackList that hides the replayed steps of a mid-epoch resume from every callback."""
 
-    def __init__(self, restorer: Restorer, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, restorer: Restorer, *args: Any, skip_epoch_begin: frozenset[int] = frozenset(),
+                 **kwargs: Any) -> None:
         self._restorer = restorer
+        self._skip_epoch_begin = skip_epoch_begin  # ids of callbacks whose restored state holds it already
         super().__init__(*args, **kwargs)
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        skip, self._skip_epoch_begin = self._skip_epoch_begin, frozenset()  # the resumed epoch only
+        for callback in self.callbacks:
+            if id(callback) not in skip:
+                callback.on_epoch_begin(epoch, dict(logs or {}))
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         if self._restorer.replay_left == 0:

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 from pathlib import Path
@@ -26,7 +27,7 @@ from keras_repro.errors import CompatError, RecordError, ResumeError
 from keras_repro.record import RECORD_FILE, RunRecord, load_run
 
 __all__ = ["ResumePlan", "plan_resume", "provisional_record", "resumable_runs", "differences", "position_dataset",
-           "dataset_input", "with_checkpoints"]
+           "dataset_input", "with_checkpoints", "agree_across_workers"]
 
 # Differences in these categories make a resume give other bits than the run that never stopped: refused.
 _REFUSED = ("data", "hyperparameters", "fit", "model", "policy")
@@ -269,6 +270,7 @@ def provisional_record(callback: Any, model: Any, data: Mapping[str, Any], user_
         "fit": dict(callback._fit_args or {}),
         "hyperparameters": model_info.hyperparameters(model, user_hyperparameters),
         "model": summary, "data": dict(data),
+        **({"distribution": callback.extra["distribution"]} if callback.extra.get("distribution") else {}),
     }
 
 
@@ -313,7 +315,13 @@ def with_checkpoints(kwargs: dict[str, Any], record_callback: Any, model: Any, p
         except Exception:  # a model that cannot be built from a spec: Keras builds it in the first step
             pass
 
-    callbacks = [*kwargs["callbacks"], Checkpointer(record_callback, every_steps, keep)]
+    from keras_repro.callback_state import CallbackStates
+
+    # The callbacks' state: captured by the Checkpointer, restored after every on_train_begin (placed last).
+    states = CallbackStates(kwargs["callbacks"], record_callback, plan.checkpoint if plan is not None else None)
+    checkpointer = Checkpointer(record_callback, every_steps, keep)
+    checkpointer.callback_states = states
+    callbacks = [*kwargs["callbacks"], checkpointer, states]
     if plan is None:
         kwargs["callbacks"] = callbacks
         return
@@ -325,4 +333,71 @@ def with_checkpoints(kwargs: dict[str, Any], record_callback: Any, model: Any, p
     kwargs["callbacks"] = ResumingCallbackList(
         restorer, [restorer, *callbacks], add_history=True, add_progbar=verbose != 0, model=model,
         verbose=verbose, epochs=kwargs.get("epochs", 1), steps=kwargs.get("steps_per_epoch"),
+        skip_epoch_begin=states.skip_epoch_begin(),
     )
+
+
+_NO_POSITION = -1.0
+_MAX_CHECKPOINTS = 16  # positions each worker contributes to the agreement
+
+
+def _position(epoch: int, step: int) -> float:
+    return float(epoch) * 1e9 + float(step)  # exact in float64 for any real run
+
+
+def agree_across_workers(plan: ResumePlan | None, strategy: Any, resume: Any) -> ResumePlan | None:
+    """Under a multi-worker strategy, makes every worker resume from the same checkpoint.
+
+    Each worker keeps its own checkpoints, and a kill leaves them up to one checkpoint apart (a worker may
+    write the checkpoint of a step its killed peer never reached). The workers all-gather the positions
+    of the checkpoints they hold and all take the newest position every worker has; every worker computes
+    the same answer from the same gathered list, so all continue, or all refuse, together. A no-op
+    outside a multi-worker strategy.
+
+    Example:
+        >>> plan = agree_across_workers(plan, strategy, resume=True)   # doctest: +SKIP
+
+    Raises:
+        ResumeError: the workers hold no common checkpoint (or only some found a run to resume).
+    """
+    from keras_repro.checkpoint import list_checkpoints, load_checkpoint
+    from keras_repro.distribution import _multi_worker
+
+    if resume in (None, False) or strategy is None or not _multi_worker(strategy):
+        return plan
+    held: dict[float, Path] = {}
+    if plan is not None:
+        for path in list_checkpoints(plan.record.directory or ".")[:_MAX_CHECKPOINTS]:
+            epoch, step = (int(part) for part in path.name.split("-")[1::2])
+            held[_position(epoch, step)] = path
+    gathered = _all_gather(strategy, sorted(held, reverse=True) + [_NO_POSITION] * (_MAX_CHECKPOINTS - len(held)))
+    common = set.intersection(*({p for p in row if p != _NO_POSITION} for row in gathered))
+    if not common:
+        if plan is None and all(all(p == _NO_POSITION for p in row) for row in gathered):
+            return None  # no worker has anything to resume: a fresh start everywhere
+        raise ResumeError(
+            f"Cannot resume this multi-worker job: its {len(gathered)} workers hold no common checkpoint "
+            f"(positions per worker, epoch*1e9+step: {[sorted(set(r) - {_NO_POSITION}) for r in gathered]}). "
+            "Expected every worker to resume its own record of the same interrupted job. Fix: start every worker "
+            "with the same resume= and run_dir, or restart the job from scratch with the same seed."
+        )
+    assert plan is not None
+    target = max(common)
+    if held[target] != plan.checkpoint.path:
+        plan = dataclasses.replace(plan, checkpoint=load_checkpoint(held[target]))
+        logging.getLogger("keras_repro").warning(
+            "keras_repro: the workers' newest common checkpoint is %s: resuming there", held[target].name)
+    return plan
+
+
+def _all_gather(strategy: Any, values: list[float]) -> list[list[float]]:
+    """Every replica's `values`, in replica order, on every worker (one collective)."""
+    import tensorflow as tf
+
+    local = tf.constant([values], tf.float64)
+
+    def gather(value: Any) -> Any:
+        return tf.distribute.get_replica_context().all_gather(value, axis=0)
+
+    result = strategy.experimental_local_results(strategy.run(gather, args=(local,)))[0]
+    return [list(map(float, row)) for row in result.numpy()]

@@ -145,6 +145,10 @@ def fit(
         "order": None,
     }
     plan = _plan_resume(resume, effective.mode, callback, model, data, hyperparameters)
+    if placement.distributed and effective.mode != "off":  # resume hook: all workers take one common checkpoint
+        from keras_repro.resume import agree_across_workers
+
+        plan = agree_across_workers(plan, placement.strategy, resume)
     if plan is not None:  # continue at the checkpoint: Keras's epoch counter, the data stream, the record
         call_kwargs["initial_epoch"] = plan.checkpoint.epoch
         callback.extra["resumed_from"] = plan.resumed_from

@@ -248,3 +248,15 @@ def test_control_the_scan_sees_internals():
     for name in ("_flatten_layers", "_distribute_strategy", "_maybe_symbolic_build", "_flags"):
         assert any(name in u for u in used), (name, used)
     assert internals_used(PACKAGE.joinpath("_compat.py").read_text(encoding="utf-8")), "the scan misses _compat.py's own"
+
+
+# --- resume ---
+def test_model_checkpoint_counters(tmp_path):
+    keras = pytest.importorskip("keras")
+    ckpt = keras.callbacks.ModelCheckpoint(str(tmp_path / "m.keras"), save_freq=4)
+    assert _compat.model_checkpoint_counters(ckpt) == {"_batches_seen_since_last_saving": 0, "_last_batch_seen": None}
+    _compat.model_checkpoint_counters(ckpt, {"_last_batch_seen": 2})
+    assert ckpt._last_batch_seen == 2
+    del ckpt._last_batch_seen  # as if Keras renamed it: one clear error, nothing invented
+    with pytest.raises(CompatError, match="_last_batch_seen"):
+        _compat.model_checkpoint_counters(ckpt, {"_last_batch_seen": 3})
