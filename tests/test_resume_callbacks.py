@@ -170,7 +170,7 @@ def test_multiworker_job_killed_and_restarted_resumes_from_the_newest_checkpoint
     shutil.copytree(tmp_path / "killed" / "out", tmp_path / "resumed" / "out")
     resumed = [result(p) for p in launch_job(tmp_path, "resumed", *common, "--resume", "true", run="killed")]
     whole = [result(p) for p in whole]
-    for index, (w, r) in enumerate(zip(whole, resumed)):
+    for index, (w, r) in enumerate(zip(whole, resumed, strict=True)):
         assert (r["resumed_from"]["epoch"], r["resumed_from"]["step_in_epoch"]) == (2, 0), f"worker {index}"
         assert_resumed_like_whole(w, r)
         assert r["best_files"] == w["best_files"] and r["csv_sha256"] == w["csv_sha256"]
