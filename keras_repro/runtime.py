@@ -4,7 +4,8 @@ Every process-wide effect of keras_repro happens here, in one order, and `config
 really applied (read back from TensorFlow where it can be), which the run record stores.
 
 Order matters:
-1. `TF_ENABLE_ONEDNN_OPTS=0` (bitwise) must be in the environment before TensorFlow is imported;
+1. `TF_ENABLE_ONEDNN_OPTS=0` (bitwise) must be in the environment before TensorFlow is imported, and the
+   CPU instruction-set pin (`ONEDNN_MAX_CPU_ISA`, `XLA_FLAGS`; `keras_repro.isa`) before its first op;
 2. GPUs are hidden and thread counts fixed before TF's runtime starts (the first op, or building a layer);
 3. op determinism can be switched on any time before the model is compiled and traced;
 4. seeds last, right before models and datasets are built: Keras 3 draws each layer's default seed from
@@ -44,6 +45,7 @@ class _ProcessState:
         self.lock = threading.Lock()
         self.policy: Policy | None = None  # with the seed actually used
         self.applied: dict[str, Any] | None = None
+        self.isa_undo: dict[str, str | None] = {}  # variables the ISA pin set, with their values before
 
 
 _STATE = _ProcessState()
@@ -144,7 +146,7 @@ def apply_policy(policy: Policy, sources: dict[str, str] | None = None) -> dict[
                 f"(or pass the same values to fit), or {_RUN_HINT.format(mode=policy.mode)}."
             )
         if policy.seed is None and policy.mode != "off":
-            policy = Policy(seed=draw_seed(), mode=policy.mode, threads=policy.threads)
+            policy = Policy(seed=draw_seed(), mode=policy.mode, threads=policy.threads, isa=policy.isa)
             sources["seed"] = "drawn"
             logger.warning(
                 "keras_repro: no seed given; using seed=%d. Pass seed=%d (or --repro_seed=%d) to repeat this run.",
@@ -161,11 +163,12 @@ def apply_policy(policy: Policy, sources: dict[str, str] | None = None) -> dict[
 
 def _same_policy(current: Policy, asked: Policy) -> bool:
     seed_ok = asked.seed is None or asked.seed == current.seed
-    return seed_ok and asked.mode == current.mode and asked.threads == current.threads
+    return seed_ok and asked.mode == current.mode and asked.threads == current.threads and asked.isa == current.isa
 
 
 def _describe(policy: Policy) -> str:
-    return f"mode={policy.mode!r}, seed={policy.seed}, threads={policy.threads}"
+    isa = f", isa={policy.isa!r}" if policy.isa is not None else ""
+    return f"mode={policy.mode!r}, seed={policy.seed}, threads={policy.threads}{isa}"
 
 
 def _apply(policy: Policy) -> dict[str, Any]:
@@ -179,13 +182,19 @@ def _apply(policy: Policy) -> dict[str, Any]:
         "inter_op_threads": None,
         "devices": "all",
         "onednn": "default",
+        "isa": None,
+        "isa_pin": None,
         "seeded": [],
         "warnings": warnings,
     }
     if policy.mode == "off":  # record only: change nothing in the process
         if policy.threads is not None:
             warnings.append("mode 'off' changes nothing: threads=%d was recorded, not applied" % policy.threads)
+        if policy.isa is not None:
+            warnings.append(f"mode 'off' changes nothing: isa={policy.isa!r} was recorded, not applied")
         return applied
+
+    applied["isa"], applied["isa_pin"] = _pin_isa(policy, warnings)  # before TF's first op
 
     if policy.mode == "bitwise":
         applied["onednn"] = _disable_onednn()
@@ -226,6 +235,42 @@ def seed_everything(seed: int | None) -> None:
     import keras
 
     keras.utils.set_random_seed(int(seed))
+
+
+def _pin_isa(policy: Policy, warnings: list[str]) -> tuple[str | None, str]:
+    """Pins the CPU instruction set in this process's environment (see `keras_repro.isa`).
+
+    oneDNN reads `ONEDNN_MAX_CPU_ISA` at its first kernel and XLA reads `XLA_FLAGS` at its first compile,
+    so the pin holds if it is set before TensorFlow's first op, even after `import tensorflow`
+    (measured, docs/tf-notes.md). A pin set by an earlier `configure` of this process is undone first.
+    Returns the applied level and a description of the pin.
+    """
+    from keras_repro import isa
+
+    level = policy.isa if policy.isa is not None else (isa.DEFAULT_LEVEL if policy.mode == "bitwise" else isa.NATIVE)
+    started = runtime_started()
+    if not started:
+        for name, before in _STATE.isa_undo.items():
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
+        _STATE.isa_undo = {}
+    pin = isa.pin_environment(level, os.environ, explicit=policy.isa is not None)
+    if pin.warning:
+        warnings.append(pin.warning)
+    if pin.changes and started:
+        wanted = " ".join(f"{k}={v!r}" for k, v in pin.changes.items())
+        raise TooLateError(
+            f"The policy pins the CPU instruction set {level}, but TensorFlow's runtime already started, and "
+            "oneDNN and XLA read their caps (ONEDNN_MAX_CPU_ISA, XLA_FLAGS) only at their first kernel. "
+            f"Fix: call keras_repro.configure(...) before running any op, export {wanted} before starting "
+            f"Python, or {_RUN_HINT.format(mode=policy.mode)}."
+        )
+    for name, value in pin.changes.items():
+        _STATE.isa_undo.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+    return pin.level, pin.description
 
 
 def _disable_onednn() -> str:
