@@ -89,7 +89,7 @@ def configured_applied() -> dict[str, Any] | None:
     return dict(_STATE.applied) if _STATE.applied is not None else None
 
 
-def configure(seed: Any = None, mode: Any = None, threads: Any = None) -> dict[str, Any]:
+def configure(seed: Any = None, mode: Any = None, threads: Any = None, isa: Any = None) -> dict[str, Any]:
     """Applies a reproducibility policy to this process; call it first, before building models or data.
 
     Arguments not given come from absl flags (`import keras_repro.flags`), then from the environment
@@ -104,13 +104,17 @@ def configure(seed: Any = None, mode: Any = None, threads: Any = None) -> dict[s
         mode: "off" (record only), "seeded", "deterministic" or "bitwise".
         threads: intra-op (and inter-op) thread count; None for the mode's default (bitwise: 1,
             deterministic: the usable cores).
+        isa: the CPU instruction set to pin for oneDNN and XLA ("AVX2", "AVX512_CORE", ... or "native"
+            for none); None for the mode's default (bitwise: "AVX2" on x86-64, docs/portability.md).
 
     Returns:
         What was applied: the keys `seed`, `mode`, `threads` (as applied) plus details (`op_determinism`,
-        `intra_op_threads`, `inter_op_threads`, `devices`, `onednn`, `seeded`, `seed_source`, `warnings`).
+        `intra_op_threads`, `inter_op_threads`, `devices`, `onednn`, `isa`, `isa_pin`, `seeded`, `seed_source`,
+        `warnings`).
 
     Raises:
-        InvalidPolicyError: a bad seed, mode or thread count.
+        InvalidPolicyError: a bad seed, mode, thread count or instruction set.
+        ReproducibilityError: the CPU lacks the instruction set to pin, or ONEDNN_MAX_CPU_ISA/XLA_FLAGS cap another.
         TooLateError: threads, devices or oneDNN can no longer be set because TensorFlow already started.
         PolicyConflictError: a different policy after TensorFlow's runtime started.
 
@@ -119,7 +123,7 @@ def configure(seed: Any = None, mode: Any = None, threads: Any = None) -> dict[s
         >>> keras_repro.configure(seed=42, mode="bitwise")["threads"]   # doctest: +SKIP
         1
     """
-    policy, sources = resolve(seed, mode, threads, flag_values=_flag_values())
+    policy, sources = resolve(seed, mode, threads, isa=isa, flag_values=_flag_values())
     return apply_policy(policy, sources)
 
 
