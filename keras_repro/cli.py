@@ -174,6 +174,8 @@ def summarize(rec: Any) -> list[str]:
     lines.append("hardware: " + _pairs({k: env[k] for k in ("platform", "machine", "cpu_model", "cpu_count", "devices") if k in env}))
     if isinstance(env.get("cpu_flags"), list):
         lines.append("cpu instruction set: " + (" ".join(map(str, env["cpu_flags"])) or "(none)"))
+    if isinstance(env.get("packages"), dict):
+        lines.append(f"packages: {len(env['packages'])} recorded (`{PROG} env RUN` prints them as requirements)")
     if isinstance(env.get("env"), dict):
         lines.append("environment: " + (" ".join(f"{k}={v}" for k, v in env["env"].items() if v is not None) or "(none set)"))
     code = rec.section("code")
