@@ -337,3 +337,49 @@ def test_fit_alone_pins_before_tensorflow_is_imported(children):
     pinned, alone = _ok(children["configure"]), _ok(children["fit_alone"])
     assert alone["at_tf_import"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
     assert (alone["weights"], alone["steps"], alone["xla"]) == (pinned["weights"], pinned["steps"], pinned["xla"])
+
+
+def test_run_refuses_a_bad_isa_or_a_conflicting_cap_with_one_line(monkeypatch, capsys):
+    assert cli.main(["run", "--isa", "avx3", "--", "true"]) == 2
+    assert "Expected `isa` to be one of" in capsys.readouterr().err
+    if not isa.is_x86() or isa.missing_features("AVX2", isa.read_cpu_flags() or []):
+        pytest.skip("this CPU has no AVX2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
+    assert cli.main(["run", "--mode", "bitwise", "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "ONEDNN_MAX_CPU_ISA=SSE41 is set" in err and err.count("\n") == 1
+
+
+def test_a_pin_after_the_runtime_started_is_too_late_unless_already_in_place(monkeypatch):
+    from keras_repro import runtime
+    from keras_repro.errors import TooLateError
+
+    if not isa.is_x86() or isa.missing_features("AVX2", isa.read_cpu_flags() or []):
+        pytest.skip("this CPU has no AVX2")
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "XLA_FLAGS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(runtime, "runtime_started", lambda: True)
+    with pytest.raises(TooLateError) as e:
+        runtime._pin_isa(Policy.create(seed=1, mode="bitwise"), [])
+    assert "already started" in str(e.value) and "ONEDNN_MAX_CPU_ISA='AVX2'" in str(e.value) and "Fix:" in str(e.value)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
+    assert runtime._pin_isa(Policy.create(seed=1, mode="bitwise"), []) == ("AVX2", "ONEDNN_MAX_CPU_ISA=AVX2 --xla_cpu_max_isa=AVX2")
+
+
+def test_a_second_configure_before_the_runtime_starts_undoes_the_first_pin(monkeypatch):
+    from keras_repro import runtime
+
+    if not isa.is_x86() or isa.missing_features("AVX2", isa.read_cpu_flags() or []):
+        pytest.skip("this CPU has no AVX2")
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/d")
+    monkeypatch.setattr(runtime, "runtime_started", lambda: False)
+    monkeypatch.setattr(runtime, "_STATE", runtime._ProcessState())
+    assert runtime._pin_isa(Policy.create(mode="bitwise"), [])[0] == "AVX2"
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/d --xla_cpu_max_isa=AVX2"
+    assert runtime._pin_isa(Policy.create(mode="bitwise", isa="AVX"), [])[0] == "AVX"  # not refused as the user's cap
+    assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX"
+    assert runtime._pin_isa(Policy.create(mode="seeded"), [])[0] == "native"
+    assert "ONEDNN_MAX_CPU_ISA" not in os.environ and os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/d"
