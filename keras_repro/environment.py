@@ -3,7 +3,7 @@
 Example:
     >>> info = capture_environment()
     >>> sorted(info)[:3]
-    ['cpu_count', 'cpu_model', 'devices']
+    ['cpu_count', 'cpu_flags', 'cpu_model']
 """
 
 from __future__ import annotations
@@ -101,10 +101,11 @@ def _tensorflow_distribution() -> str | None:
 
 
 def capture_environment(*, devices: bool = True) -> dict[str, Any]:
-    """Versions, platform, CPU, visible devices and determinism-relevant environment variables.
+    """Versions, platform, CPU (model, ISA flags), packages, devices and determinism-relevant variables.
 
-    Lists logical devices only when TensorFlow is already imported and `devices` is true (listing
-    them starts TF's runtime).
+    Lists logical devices (and probes which CPU kernels run, `keras_repro.isa.probe`) only when
+    TensorFlow is already imported and `devices` is true (listing them starts TF's runtime; the probe
+    runs only once it has started). docs/portability.md describes `cpu_flags`, `packages`, `isa_probe`.
     """
     from keras_repro.launcher import usable_cores
 
