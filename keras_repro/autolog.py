@@ -69,7 +69,8 @@ class _Settings:
 
     def describe(self) -> str:
         p = self.policy
-        return f"mode={p.mode!r}, seed={p.seed}, threads={p.threads}, run_dir={self.run_dir!r}"
+        isa = f", isa={p.isa!r}" if p.isa is not None else ""
+        return f"mode={p.mode!r}, seed={p.seed}, threads={p.threads}{isa}, run_dir={self.run_dir!r}"
 
 
 @dataclasses.dataclass
@@ -100,6 +101,8 @@ def autolog(
     threads: int | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     disable: bool = False,
+    *,
+    isa: str | None = None,
 ) -> dict[str, Any] | None:
     """Routes every `keras.Model.fit` of this process through `keras_repro.fit`, under one policy.
 
@@ -109,6 +112,8 @@ def autolog(
             nothing in the process and only records.
         run_dir: where the records go (default `--repro_dir`, `$KERAS_REPRO_DIR`, `runs`).
         disable: put Keras's own `fit` back (the policy already applied stays).
+        isa: the CPU instruction set bitwise pins (see `keras_repro.configure`; default from
+            `--repro_isa`, `KERAS_REPRO_ISA`, then AVX2 in bitwise mode).
 
     Returns:
         What was applied (as `configure` returns it) when TensorFlow is already imported; None when the
@@ -130,7 +135,7 @@ def autolog(
         return None
     from keras_repro import runtime
 
-    policy, sources = resolve(seed, mode, threads, flag_values=runtime._flag_values())
+    policy, sources = resolve(seed, mode, threads, isa=isa, flag_values=runtime._flag_values())
     settings = _Settings(policy, tuple(sorted(sources.items())), os.fspath(run_dir) if run_dir is not None else None)
     with _STATE.lock:
         current = _STATE.settings
@@ -178,7 +183,7 @@ def _with_drawn_seed(settings: _Settings) -> _Settings:
         "keras_repro: no seed given; using seed=%d. Pass seed=%d (or keras-repro run --seed %d) to repeat this run.",
         seed, seed, seed,
     )
-    policy = Policy(seed=seed, mode=settings.policy.mode, threads=settings.policy.threads)
+    policy = dataclasses.replace(settings.policy, seed=seed)
     sources = dict(settings.sources, seed="drawn")
     return _Settings(policy, tuple(sorted(sources.items())), settings.run_dir)
 
@@ -186,7 +191,7 @@ def _with_drawn_seed(settings: _Settings) -> _Settings:
 def _check_same(current: _Settings, asked: _Settings) -> None:
     """A second autolog is a no-op when it asks nothing else; what it does ask must match."""
     differs = [
-        key for key in ("seed", "mode", "threads")
+        key for key in ("seed", "mode", "threads", "isa")
         if asked.given(key) and getattr(asked.policy, key) != getattr(current.policy, key)
     ]
     if asked.run_dir is not None and asked.run_dir != current.run_dir:

@@ -35,9 +35,9 @@ CATEGORIES = (
 )
 
 _VERSION_KEYS = ("python", "tensorflow", "keras", "numpy")
-_POLICY_KEYS = ("seed", "mode", "threads")
+_POLICY_KEYS = ("seed", "mode", "threads", "isa")
 # Where records go is not a cause; --repro_seed/mode/threads feed the policy, which is compared itself.
-_IGNORED_FLAGS = frozenset({"repro_dir", "repro_seed", "repro_mode", "repro_threads"})
+_IGNORED_FLAGS = frozenset({"repro_dir", "repro_seed", "repro_mode", "repro_threads", "repro_isa"})
 _MISSING = object()
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
@@ -347,8 +347,8 @@ def _policy_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause
             va, vb = pa.get(key, _MISSING), pb.get(key, _MISSING)
             causes.append(_cause("policy", f"policy.{key}", va, vb, f"{key} asked: {format_value(va)} -> {format_value(vb)}"))
     if aa and ab:
-        details = {k: v for k, v in aa.items() if k not in _POLICY_KEYS and k != "warnings"}
-        others = {k: v for k, v in ab.items() if k not in _POLICY_KEYS and k != "warnings"}
+        details = {k: v for k, v in aa.items() if k not in _POLICY_KEYS and k not in ("warnings", "isa_pin")}
+        others = {k: v for k, v in ab.items() if k not in _POLICY_KEYS and k not in ("warnings", "isa_pin")}
         differing = list(_diff_keys(details, others))
         if differing and not _same(aa.get("mode"), ab.get("mode")):
             # A mode change changes what is applied; one line says so instead of one per detail.
@@ -410,7 +410,8 @@ def _environment_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[
         return []
     a, b = ra.section("environment"), rb.section("environment")
     versions, hardware, env = [], [], []
-    for key, va, vb in _diff_keys({k: v for k, v in a.items() if k != "env"}, {k: v for k, v in b.items() if k != "env"}):
+    for key, va, vb in _diff_keys({k: v for k, v in a.items() if k not in _OWN_ENV_KEYS},
+                                  {k: v for k, v in b.items() if k not in _OWN_ENV_KEYS}):
         top = key.split(".")[0]
         if top in _VERSION_KEYS:
             versions.append(_cause("versions", f"environment.{key}", va, vb, f"version {key}: {format_value(va)} -> {format_value(vb)}"))
@@ -423,7 +424,77 @@ def _environment_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[
             if not _same(va, vb):
                 env.append(_cause("environment", f"environment.env.{key}", va, vb,
                                   f"environment variable {key}: {_env_fmt(va)} -> {_env_fmt(vb)}"))
-    return versions + hardware + env
+    return versions + _package_causes(a, b, versions) + hardware + _isa_causes(ra, rb) + env
+
+
+# --- CPU instruction set and packages (docs/portability.md) ---------------------------------------
+
+_OWN_ENV_KEYS = ("env", "cpu_flags", "packages", "isa_probe")
+# Packages whose version most often changes numbers, in this order; the others follow by name.
+_FRAMEWORKS = ("tensorflow", "tensorflow-cpu", "tf-nightly", "tf-nightly-cpu", "tensorflow-intel", "keras",
+               "numpy", "ml-dtypes", "protobuf", "jax", "jaxlib", "torch")
+# Flags named first when a CPU feature set is summarised.
+_HEADLINE_FLAGS = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
+                   "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def _package_causes(a: Mapping[str, Any], b: Mapping[str, Any], versions: Sequence[Cause]) -> list[Cause]:
+    """Every package whose version differs (or that only one run had), framework packages first.
+
+    A framework whose top-level version (`environment.tensorflow`, ...) differs is said once, there.
+    """
+    pa, pb = a.get("packages"), b.get("packages")
+    if not isinstance(pa, dict) or not isinstance(pb, dict):
+        return []
+    said = {c.field.split(".")[-1] for c in versions}
+    rank = {name: i for i, name in enumerate(_FRAMEWORKS)}
+    causes = []
+    for name in sorted(set(pa) | set(pb), key=lambda n: (rank.get(n, len(rank)), n)):
+        va, vb = pa.get(name), pb.get(name)
+        if _same(va, vb) or _framework_of(name) in said:
+            continue
+        causes.append(_cause("versions", f"environment.packages.{name}", va, vb,
+                             f"package {name}: {va or 'not installed'} -> {vb or 'not installed'}"))
+    return causes
+
+
+def _framework_of(name: str) -> str:
+    return "tensorflow" if name.startswith(("tensorflow", "tf-nightly")) else name
+
+
+def _isa_causes(ra: RunRecord, rb: RunRecord) -> list[Cause]:
+    """Another CPU feature set (with what the ISA pin makes of it), and other kernels seen by the probe."""
+    a, b = ra.section("environment"), rb.section("environment")
+    causes = []
+    fa, fb = a.get("cpu_flags"), b.get("cpu_flags")
+    if isinstance(fa, list) and isinstance(fb, list) and set(fa) != set(fb):
+        only_a, only_b = sorted(set(fa) - set(fb)), sorted(set(fb) - set(fa))
+        msg = (f"CPU instruction set: {_summary(fa)} -> {_summary(fb)} (only in run A: {' '.join(only_a) or 'none'}; "
+               f"only in run B: {' '.join(only_b) or 'none'}){_pin_note(ra, rb, fa, fb)}")
+        causes.append(_cause("hardware", "environment.cpu_flags", fa, fb, msg))
+    qa, qb = a.get("isa_probe"), b.get("isa_probe")
+    if isinstance(qa, dict) and isinstance(qb, dict) and not _same(qa.get("digest"), qb.get("digest")):
+        la, lb = qa.get("level") or f"unknown ({qa.get('digest')})", qb.get("level") or f"unknown ({qb.get('digest')})"
+        causes.append(_cause("hardware", "environment.isa_probe.level", qa.get("level"), qb.get("level"),
+                             f"CPU kernels that ran (probe): {la} -> {lb}"))
+    return causes
+
+
+def _summary(flags: Sequence[str]) -> str:
+    have = set(flags)
+    return " ".join(f for f in _HEADLINE_FLAGS if f in have) or "none of " + " ".join(_HEADLINE_FLAGS[:4])
+
+
+def _pin_note(ra: RunRecord, rb: RunRecord, fa: Sequence[str], fb: Sequence[str]) -> str:
+    from keras_repro.isa import LEVELS, missing_features
+
+    ia, ib = ra.applied.get("isa"), rb.applied.get("isa")
+    if ia == ib and ia in LEVELS and not missing_features(ia, fa) and not missing_features(ia, fb):
+        return f"; both runs pinned {ia}, which both CPUs have, so this alone should not change the bits"
+    unpinned = [label for label, level in (("A", ia), ("B", ib)) if level not in LEVELS]
+    if unpinned:
+        return f"; run {' and '.join(unpinned)} did not pin an instruction set, so its bits follow these features"
+    return ""
 
 
 def _env_fmt(value: Any) -> str:

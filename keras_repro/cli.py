@@ -1,7 +1,7 @@
 """The `keras-repro` command line (also `python -m keras_repro`).
 
 Thin subcommands over library functions; the exit code is the verdict: 0 identical/reproducible,
-1 different, 2 an error (one line on stderr, no traceback). `show`, `diff` and `plot` only read
+1 different, 2 an error (one line on stderr, no traceback). `show`, `diff`, `env` and `plot` only read
 records and never import TensorFlow.
 
 Example:
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set the environment only; do not patch keras.Model.fit in the child")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
+    p = sub.add_parser("env", help="print a run's recorded packages as pip requirements (name==version)")
+    p.add_argument("run", metavar="RUN", help="a run directory or its run.json")
+
     p = sub.add_parser("plot", help="overlay the loss/metric curves of runs and mark where they diverge")
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("-o", "--output", required=True, metavar="PNG", help="where to write the image")
@@ -61,6 +64,7 @@ def _policy_options(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--seed", metavar="S", help=f"seed in [0, 2**32-1] ({default})")
     p.add_argument("--mode", metavar="M", help="off, seeded, deterministic or bitwise")
     p.add_argument("--threads", metavar="T", help="intra-op thread count")
+    p.add_argument("--isa", metavar="ISA", help="CPU instruction set to pin (default AVX2 in bitwise; 'native': none)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,6 +186,10 @@ def summarize(rec: Any) -> list[str]:
     env = rec.section("environment")
     lines.append("versions: " + _pairs({k: env[k] for k in ("python", "tensorflow", "keras", "numpy") if k in env}))
     lines.append("hardware: " + _pairs({k: env[k] for k in ("platform", "machine", "cpu_model", "cpu_count", "devices") if k in env}))
+    if isinstance(env.get("cpu_flags"), list):
+        lines.append("cpu instruction set: " + (" ".join(map(str, env["cpu_flags"])) or "(none)"))
+    if isinstance(env.get("packages"), dict):
+        lines.append(f"packages: {len(env['packages'])} recorded (`{PROG} env RUN` prints them as requirements)")
     if isinstance(env.get("env"), dict):
         lines.append("environment: " + (" ".join(f"{k}={v}" for k, v in env["env"].items() if v is not None) or "(none set)"))
     code = rec.section("code")
@@ -253,9 +261,10 @@ def _policy(args: argparse.Namespace) -> Any:
     """The policy given by --seed/--mode/--threads; None when none of them is."""
     from keras_repro.policy import Policy
 
-    if args.seed is None and args.mode is None and args.threads is None:
+    if args.seed is None and args.mode is None and args.threads is None and args.isa is None:
         return None
-    return Policy.create(seed=_int_or_text(args.seed), mode=args.mode, threads=_int_or_text(args.threads))
+    return Policy.create(seed=_int_or_text(args.seed), mode=args.mode, threads=_int_or_text(args.threads),
+                         isa=args.isa)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -263,8 +272,16 @@ def _run(args: argparse.Namespace) -> int:
     from keras_repro.policy import Policy
 
     policy = _policy(args) or Policy.create()
-    command = _command_args(args.cmd, "run [--seed S] [--mode M] [--threads T] [--no-autolog]")
+    command = _command_args(args.cmd, "run [--seed S] [--mode M] [--threads T] [--isa ISA] [--no-autolog]")
     return run_command(command, policy, autolog=not args.no_autolog)
+
+
+def _env(args: argparse.Namespace) -> int:
+    from keras_repro.environment import requirements
+    from keras_repro.record import load_run
+
+    _print_lines(requirements(load_run(args.run)))
+    return 0
 
 
 def _int_or_text(text: str | None) -> Any:
@@ -285,4 +302,4 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"show": _show, "diff": _diff, "check": _check, "run": _run, "plot": _plot}
+_COMMANDS = {"show": _show, "diff": _diff, "check": _check, "run": _run, "env": _env, "plot": _plot}

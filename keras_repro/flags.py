@@ -1,4 +1,4 @@
-"""absl flags for keras_repro: `--repro_seed`, `--repro_mode`, `--repro_threads`, `--repro_dir`.
+"""absl flags for keras_repro: `--repro_seed`, `--repro_mode`, `--repro_threads`, `--repro_isa`, `--repro_dir`.
 
 Importing this module defines the flags on absl's global `FLAGS`. Once `absl.app.run` (or `FLAGS(argv)`)
 has parsed them, `keras_repro.configure()` and `keras_repro.fit()` called without those arguments use
@@ -18,16 +18,17 @@ from typing import Any
 
 from absl import flags
 
+from keras_repro.isa import DEFAULT_LEVEL, LEVELS
 from keras_repro.policy import MODES
 
 __all__ = ["define_flags", "parsed_policy_values", "parsed_run_dir", "all_flag_values", "FLAGS"]
 
 FLAGS = flags.FLAGS
-_NAMES = ("repro_seed", "repro_mode", "repro_threads", "repro_dir")
+_NAMES = ("repro_seed", "repro_mode", "repro_threads", "repro_isa", "repro_dir")
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
-    """Defines the four flags on `flag_values` (a fresh `FlagValues()` in tests); safe to call twice."""
+    """Defines the five flags on `flag_values` (a fresh `FlagValues()` in tests); safe to call twice."""
     if "repro_seed" in flag_values:
         return
     flags.DEFINE_integer(
@@ -39,6 +40,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         "repro_threads", None, "Intra-op thread count (default: 1 in bitwise mode, all cores in deterministic).",
         lower_bound=1, flag_values=flag_values,
     )
+    flags.DEFINE_string(
+        "repro_isa", None,
+        f"CPU instruction set to pin for oneDNN and XLA ({', '.join(LEVELS)}, or 'native' for no pin; "
+        f"default: {DEFAULT_LEVEL} in bitwise mode). See docs/portability.md.", flag_values=flag_values,
+    )
     flags.DEFINE_string("repro_dir", None, "Directory for run records (default: runs/).", flag_values=flag_values)
 
 
@@ -46,14 +52,17 @@ define_flags()
 
 
 def parsed_policy_values(flag_values: flags.FlagValues = FLAGS) -> dict[str, Any] | None:
-    """{"seed", "mode", "threads"} from the parsed flags, or None before absl parsed the command line."""
+    """{"seed", "mode", "threads"} (and "isa" when given) from the parsed flags; None before parsing."""
     if not flag_values.is_parsed() or "repro_seed" not in flag_values:
         return None
-    return {
+    values = {
         "seed": flag_values["repro_seed"].value,
         "mode": flag_values["repro_mode"].value,
         "threads": flag_values["repro_threads"].value,
     }
+    if "repro_isa" in flag_values and flag_values["repro_isa"].value is not None:
+        values["isa"] = flag_values["repro_isa"].value
+    return values
 
 
 def parsed_run_dir(flag_values: flags.FlagValues = FLAGS) -> str | None:

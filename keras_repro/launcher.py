@@ -1,9 +1,10 @@
 """`keras-repro run`: the environment that must be set before Python or TensorFlow start.
 
 Some settings cannot be changed once a process runs: `PYTHONHASHSEED` is read when the interpreter
-starts, `TF_ENABLE_ONEDNN_OPTS` and the device list when TensorFlow loads. `launch_environment` computes
-them for a policy; `run_command` starts a command with them and passes the policy on through
-`KERAS_REPRO_SEED/MODE/THREADS`, which `configure()` in the child picks up.
+starts, `TF_ENABLE_ONEDNN_OPTS` and the device list when TensorFlow loads, the CPU instruction-set caps
+(`ONEDNN_MAX_CPU_ISA`, `XLA_FLAGS`) at TensorFlow's first op. `launch_environment` computes them for a
+policy; `run_command` starts a command with them and passes the policy on through
+`KERAS_REPRO_SEED/MODE/THREADS/ISA`, which `configure()` in the child picks up.
 
 Unless told not to, the child also gets `keras_repro.autolog` before its own code runs:
 `autolog_environment` puts keras_repro's bootstrap directory (`keras_repro/_bootstrap`, holding a
@@ -12,8 +13,8 @@ seeded, made deterministic and recorded, and so are the Python processes it star
 
 Example:
     >>> env = launch_environment(Policy.create(seed=7, mode="bitwise"), environ={})
-    >>> env["PYTHONHASHSEED"], env["TF_ENABLE_ONEDNN_OPTS"], env["KERAS_REPRO_MODE"]
-    ('7', '0', 'bitwise')
+    >>> env["PYTHONHASHSEED"], env["TF_ENABLE_ONEDNN_OPTS"], env["KERAS_REPRO_MODE"], env["ONEDNN_MAX_CPU_ISA"]
+    ('7', '0', 'bitwise', 'AVX2')
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import subprocess
 from typing import Mapping, Sequence
 
 from keras_repro.errors import ReproducibilityError
-from keras_repro.policy import ENV_AUTOLOG, ENV_MODE, ENV_SEED, ENV_THREADS, Policy, resolve
+from keras_repro.policy import ENV_AUTOLOG, ENV_ISA, ENV_MODE, ENV_SEED, ENV_THREADS, Policy, resolve
 
 __all__ = ["BOOTSTRAP_DIR", "default_threads", "launch_environment", "autolog_environment", "run_command"]
 
@@ -63,8 +64,11 @@ def launch_environment(policy: Policy, environ: Mapping[str, str] | None = None)
         env[ENV_SEED] = str(policy.seed)
     if policy.threads is not None:
         env[ENV_THREADS] = str(policy.threads)
+    if policy.isa is not None:
+        env[ENV_ISA] = policy.isa
     if policy.mode == "off":
         return env
+    env.update(_isa_pin(policy, env))
     # String hashing (set iteration order) is fixed per process only through this variable.
     env["PYTHONHASHSEED"] = str(policy.seed if policy.seed is not None else 0)
     threads = default_threads(policy)
@@ -84,6 +88,14 @@ def launch_environment(policy: Policy, environ: Mapping[str, str] | None = None)
         env["TF_ENABLE_ONEDNN_OPTS"] = "0"
         env["CUDA_VISIBLE_DEVICES"] = "-1"
     return env
+
+
+def _isa_pin(policy: Policy, env: Mapping[str, str]) -> dict[str, str]:
+    """ONEDNN_MAX_CPU_ISA and XLA_FLAGS (merged with the user's) for the policy's instruction set."""
+    from keras_repro import isa
+
+    level = policy.isa if policy.isa is not None else (isa.DEFAULT_LEVEL if policy.mode == "bitwise" else isa.NATIVE)
+    return isa.pin_environment(level, env, explicit=policy.isa is not None).changes
 
 
 def autolog_environment(env: Mapping[str, str], *, record_only: bool = False) -> dict[str, str]:

@@ -1,11 +1,11 @@
-"""What the user asks for: a frozen, validated `Policy` (seed, mode, threads).
+"""What the user asks for: a frozen, validated `Policy` (seed, mode, threads, isa).
 
 This module never touches TensorFlow; `keras_repro.runtime` applies a policy.
 
 Example:
     >>> from keras_repro.policy import Policy
     >>> Policy.create(seed=42, mode="bitwise")
-    Policy(seed=42, mode='bitwise', threads=None)
+    Policy(seed=42, mode='bitwise', threads=None, isa=None)
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import secrets
 from typing import Any, Mapping
 
 from keras_repro.errors import InvalidPolicyError
+from keras_repro.isa import validate_isa
 
 __all__ = [
     "MODES",
@@ -26,6 +27,7 @@ __all__ = [
     "ENV_SEED",
     "ENV_MODE",
     "ENV_THREADS",
+    "ENV_ISA",
     "ENV_DIR",
     "ENV_RECORDS_FILE",
     "ENV_AUTOLOG",
@@ -33,6 +35,7 @@ __all__ = [
     "validate_seed",
     "validate_mode",
     "validate_threads",
+    "validate_isa",
     "draw_seed",
     "resolve",
 ]
@@ -46,6 +49,7 @@ MAX_THREADS = 4096  # more is a typo, not a machine: TF would start that many th
 ENV_SEED = "KERAS_REPRO_SEED"
 ENV_MODE = "KERAS_REPRO_MODE"
 ENV_THREADS = "KERAS_REPRO_THREADS"
+ENV_ISA = "KERAS_REPRO_ISA"
 ENV_DIR = "KERAS_REPRO_DIR"
 ENV_RECORDS_FILE = "KERAS_REPRO_RECORDS_FILE"
 # Set by `keras-repro run`/`check` for the child's start-up hook: "1" autolog with the policy above,
@@ -132,6 +136,9 @@ class Policy:
         seed: int in [0, 2**32 - 1], or None (a seed is then drawn and recorded, except in mode "off").
         mode: "off", "seeded", "deterministic" or "bitwise".
         threads: the intra-op thread count, or None for the mode's default.
+        isa: the CPU instruction set to pin ("SSE41", "AVX", "AVX2", "AVX512_CORE", ... see
+            `keras_repro.isa.LEVELS`), "native" for no pin, or None for the mode's default (bitwise:
+            "AVX2" on x86-64; other modes: no pin). See docs/portability.md.
 
     Example:
         >>> Policy.create(seed=1, mode="seeded").mode
@@ -141,6 +148,7 @@ class Policy:
     seed: int | None = None
     mode: str = DEFAULT_MODE
     threads: int | None = None
+    isa: str | None = None
 
     def __post_init__(self) -> None:  # a Policy is valid however it was built
         validate_seed(self.seed)
@@ -149,22 +157,28 @@ class Policy:
         validate_threads(self.threads)
         object.__setattr__(self, "seed", None if self.seed is None else int(self.seed))
         object.__setattr__(self, "threads", None if self.threads is None else int(self.threads))
+        object.__setattr__(self, "isa", validate_isa(self.isa))
 
     @classmethod
-    def create(cls, seed: Any = None, mode: Any = None, threads: Any = None) -> Policy:
+    def create(cls, seed: Any = None, mode: Any = None, threads: Any = None, isa: Any = None) -> Policy:
         """Validates and builds a policy; `mode=None` means the default mode."""
         return cls(
             seed=validate_seed(seed),
             mode=validate_mode(mode) or DEFAULT_MODE,
             threads=validate_threads(threads),
+            isa=validate_isa(isa),
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "mode": self.mode, "threads": self.threads}
+        """seed, mode, threads, and isa when one was asked (records without it read as "mode default")."""
+        out: dict[str, Any] = {"seed": self.seed, "mode": self.mode, "threads": self.threads}
+        if self.isa is not None:
+            out["isa"] = self.isa
+        return out
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Reads KERAS_REPRO_SEED/MODE/THREADS, validating them with their variable names."""
+    """Reads KERAS_REPRO_SEED/MODE/THREADS/ISA, validating them with their variable names."""
     out: dict[str, Any] = {}
     raw_seed = environ.get(ENV_SEED, "").strip()
     if raw_seed:
@@ -175,6 +189,9 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     raw_threads = environ.get(ENV_THREADS, "").strip()
     if raw_threads:
         out["threads"] = validate_threads(_parse_int(raw_threads, ENV_THREADS), source=ENV_THREADS)
+    raw_isa = environ.get(ENV_ISA, "").strip()
+    if raw_isa:
+        out["isa"] = validate_isa(raw_isa, source=ENV_ISA)
     return out
 
 
@@ -192,32 +209,36 @@ def resolve(
     mode: Any = None,
     threads: Any = None,
     *,
+    isa: Any = None,
     flag_values: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> tuple[Policy, dict[str, str]]:
     """Merges explicit arguments, absl flag values and environment defaults.
 
     Explicit arguments win over flags; flags win over the environment (`KERAS_REPRO_*`, as set by
-    `keras-repro run`). Returns the policy and, per field, where its value came from.
+    `keras-repro run`). Returns the policy and, per field, where its value came from (`isa` only when
+    some source gave one).
 
     Example:
         >>> policy, sources = resolve(seed=3, environ={"KERAS_REPRO_MODE": "bitwise"})
         >>> policy, sources["mode"]
-        (Policy(seed=3, mode='bitwise', threads=None), 'env')
+        (Policy(seed=3, mode='bitwise', threads=None, isa=None), 'env')
     """
     explicit = {
         "seed": validate_seed(seed),
         "mode": validate_mode(mode),
         "threads": validate_threads(threads),
+        "isa": validate_isa(isa),
     }
     flags = dict(flag_values or {})
-    for key, check in (("seed", validate_seed), ("mode", validate_mode), ("threads", validate_threads)):
+    checks = (("seed", validate_seed), ("mode", validate_mode), ("threads", validate_threads), ("isa", validate_isa))
+    for key, check in checks:
         if flags.get(key) is not None:
             flags[key] = check(flags[key], source=f"--repro_{key}")
     env = _from_env(os.environ if environ is None else environ)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for key in ("seed", "mode", "threads"):
+    for key in ("seed", "mode", "threads", "isa"):
         for source, table in (("explicit", explicit), ("flag", flags), ("env", env)):
             if table.get(key) is not None:
                 values[key] = table[key]
@@ -230,5 +251,8 @@ def resolve(
         seed=validate_seed(values["seed"], source="--repro_seed" if sources["seed"] == "flag" else "seed"),
         mode=validate_mode(values["mode"]) or DEFAULT_MODE,
         threads=validate_threads(values["threads"]),
+        isa=values["isa"],
     )
+    if sources["isa"] == "default":
+        del sources["isa"]
     return policy, sources

@@ -4,7 +4,8 @@ Every process-wide effect of keras_repro happens here, in one order, and `config
 really applied (read back from TensorFlow where it can be), which the run record stores.
 
 Order matters:
-1. `TF_ENABLE_ONEDNN_OPTS=0` (bitwise) must be in the environment before TensorFlow is imported;
+1. `TF_ENABLE_ONEDNN_OPTS=0` (bitwise) must be in the environment before TensorFlow is imported, and the
+   CPU instruction-set pin (`ONEDNN_MAX_CPU_ISA`, `XLA_FLAGS`; `keras_repro.isa`) before its first op;
 2. GPUs are hidden and thread counts fixed before TF's runtime starts (the first op, or building a layer);
 3. op determinism can be switched on any time before the model is compiled and traced;
 4. seeds last, right before models and datasets are built: Keras 3 draws each layer's default seed from
@@ -45,6 +46,7 @@ class _ProcessState:
         self.lock = threading.Lock()
         self.policy: Policy | None = None  # with the seed actually used
         self.applied: dict[str, Any] | None = None
+        self.isa_undo: dict[str, str | None] = {}  # variables the ISA pin set, with their values before
 
 
 _STATE = _ProcessState()
@@ -83,7 +85,7 @@ def configured_applied() -> dict[str, Any] | None:
     return dict(_STATE.applied) if _STATE.applied is not None else None
 
 
-def configure(seed: Any = None, mode: Any = None, threads: Any = None) -> dict[str, Any]:
+def configure(seed: Any = None, mode: Any = None, threads: Any = None, isa: Any = None) -> dict[str, Any]:
     """Applies a reproducibility policy to this process; call it first, before building models or data.
 
     Arguments not given come from absl flags (`import keras_repro.flags`), then from the environment
@@ -98,13 +100,17 @@ def configure(seed: Any = None, mode: Any = None, threads: Any = None) -> dict[s
         mode: "off" (record only), "seeded", "deterministic" or "bitwise".
         threads: intra-op (and inter-op) thread count; None for the mode's default (bitwise: 1,
             deterministic: the usable cores).
+        isa: the CPU instruction set to pin for oneDNN and XLA ("AVX2", "AVX512_CORE", ... or "native"
+            for none); None for the mode's default (bitwise: "AVX2" on x86-64, docs/portability.md).
 
     Returns:
         What was applied: the keys `seed`, `mode`, `threads` (as applied) plus details (`op_determinism`,
-        `intra_op_threads`, `inter_op_threads`, `devices`, `onednn`, `seeded`, `seed_source`, `warnings`).
+        `intra_op_threads`, `inter_op_threads`, `devices`, `onednn`, `isa`, `isa_pin`, `seeded`, `seed_source`,
+        `warnings`).
 
     Raises:
-        InvalidPolicyError: a bad seed, mode or thread count (`fit` also raises it for its own arguments).
+        InvalidPolicyError: a bad seed, mode, thread count or instruction set (`fit` also raises it for its own arguments).
+        ReproducibilityError: the CPU lacks the instruction set to pin, or ONEDNN_MAX_CPU_ISA/XLA_FLAGS cap another.
         TooLateError: threads, devices or oneDNN can no longer be set because TensorFlow already started.
         PolicyConflictError: a different policy after TensorFlow's runtime started.
 
@@ -113,7 +119,7 @@ def configure(seed: Any = None, mode: Any = None, threads: Any = None) -> dict[s
         >>> keras_repro.configure(seed=42, mode="bitwise")["threads"]   # doctest: +SKIP
         1
     """
-    policy, sources = resolve(seed, mode, threads, flag_values=_flag_values())
+    policy, sources = resolve(seed, mode, threads, isa=isa, flag_values=_flag_values())
     return apply_policy(policy, sources)
 
 
@@ -140,7 +146,7 @@ def apply_policy(policy: Policy, sources: dict[str, str] | None = None) -> dict[
                 f"(or pass the same values to fit), or {_RUN_HINT.format(mode=policy.mode)}."
             )
         if policy.seed is None and policy.mode != "off":
-            policy = Policy(seed=draw_seed(), mode=policy.mode, threads=policy.threads)
+            policy = Policy(seed=draw_seed(), mode=policy.mode, threads=policy.threads, isa=policy.isa)
             sources["seed"] = "drawn"
             logger.warning(
                 "keras_repro: no seed given; using seed=%d. Pass seed=%d (or --repro_seed=%d) to repeat this run.",
@@ -157,11 +163,12 @@ def apply_policy(policy: Policy, sources: dict[str, str] | None = None) -> dict[
 
 def _same_policy(current: Policy, asked: Policy) -> bool:
     seed_ok = asked.seed is None or asked.seed == current.seed
-    return seed_ok and asked.mode == current.mode and asked.threads == current.threads
+    return seed_ok and asked.mode == current.mode and asked.threads == current.threads and asked.isa == current.isa
 
 
 def _describe(policy: Policy) -> str:
-    return f"mode={policy.mode!r}, seed={policy.seed}, threads={policy.threads}"
+    isa = f", isa={policy.isa!r}" if policy.isa is not None else ""
+    return f"mode={policy.mode!r}, seed={policy.seed}, threads={policy.threads}{isa}"
 
 
 def _apply(policy: Policy) -> dict[str, Any]:
@@ -175,13 +182,19 @@ def _apply(policy: Policy) -> dict[str, Any]:
         "inter_op_threads": None,
         "devices": "all",
         "onednn": "default",
+        "isa": None,
+        "isa_pin": None,
         "seeded": [],
         "warnings": warnings,
     }
     if policy.mode == "off":  # record only: change nothing in the process
         if policy.threads is not None:
             warnings.append(f"mode 'off' changes nothing: threads={policy.threads} was recorded, not applied")
+        if policy.isa is not None:
+            warnings.append(f"mode 'off' changes nothing: isa={policy.isa!r} was recorded, not applied")
         return applied
+
+    applied["isa"], applied["isa_pin"] = _pin_isa(policy, warnings)  # before TF's first op
 
     if policy.mode == "bitwise":
         applied["onednn"] = _disable_onednn()
@@ -222,6 +235,42 @@ def seed_everything(seed: int | None) -> None:
     import keras
 
     keras.utils.set_random_seed(int(seed))
+
+
+def _pin_isa(policy: Policy, warnings: list[str]) -> tuple[str | None, str]:
+    """Pins the CPU instruction set in this process's environment (see `keras_repro.isa`).
+
+    oneDNN reads `ONEDNN_MAX_CPU_ISA` at its first kernel and XLA reads `XLA_FLAGS` at its first compile,
+    so the pin holds if it is set before TensorFlow's first op, even after `import tensorflow`
+    (measured, docs/tf-notes.md). A pin set by an earlier `configure` of this process is undone first.
+    Returns the applied level and a description of the pin.
+    """
+    from keras_repro import isa
+
+    level = policy.isa if policy.isa is not None else (isa.DEFAULT_LEVEL if policy.mode == "bitwise" else isa.NATIVE)
+    started = runtime_started()
+    if not started:
+        for name, before in _STATE.isa_undo.items():
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
+        _STATE.isa_undo = {}
+    pin = isa.pin_environment(level, os.environ, explicit=policy.isa is not None)
+    if pin.warning:
+        warnings.append(pin.warning)
+    if pin.changes and started:
+        wanted = " ".join(f"{k}={v!r}" for k, v in pin.changes.items())
+        raise TooLateError(
+            f"The policy pins the CPU instruction set {level}, but TensorFlow's runtime already started, and "
+            "oneDNN and XLA read their caps (ONEDNN_MAX_CPU_ISA, XLA_FLAGS) only at their first kernel. "
+            f"Fix: call keras_repro.configure(...) before running any op, export {wanted} before starting "
+            f"Python, or {_RUN_HINT.format(mode=policy.mode)}."
+        )
+    for name, value in pin.changes.items():
+        _STATE.isa_undo.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+    return pin.level, pin.description
 
 
 def _disable_onednn() -> str:
