@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PYTHON, REPO, ChildSpec, describe_child, run_child, run_children_concurrently, start_child
+from helpers import (PYTHON, REPO, ChildSpec, describe_child, in_parallel, run_child, run_children_concurrently,
+                     start_child)
 from keras_repro.errors import RecordError
 from keras_repro.record import STATUSES, load_run
 
@@ -87,15 +88,17 @@ def test_sigkill_during_record_writes_never_leaves_a_half_written_record(tmp_pat
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_of_a_training_run(tmp_path: Path) -> None:
-    """Kill training at 4 points spread over the run (TF start-up, between epochs, mid epoch, end)."""
-    run_dir = tmp_path / "runs"
+    """Kill training at 4 points spread over the run (TF start-up, between epochs, mid epoch, end).
+
+    Two runs at a time (2 cores), each into a run_dir of its own so that what it left is its own.
+    """
     rng = random.Random(7)
     points = [("start-up", None, rng.uniform(0.5, 2.0)), ("after epoch 0", "epoch 0", rng.uniform(0, 0.05)),
               ("mid epoch 3", "epoch 2", rng.uniform(0.02, 0.06)),
               ("after epoch 5", "epoch 5", 0.0)]
-    outcomes = []
-    for name, wait_for, delay in points:
-        before = set(run_dir.iterdir()) if run_dir.exists() else set()
+
+    def kill_at(index: int, wait_for: str | None, delay: float) -> Path:
+        run_dir = tmp_path / f"runs-{index}"
         proc = start_child([PYTHON, CHILD, "train", str(run_dir), "--epochs", "6"], env=ENV, stderr=subprocess.DEVNULL)
         assert proc.stdout is not None
         if wait_for is not None:
@@ -105,15 +108,22 @@ def test_sigkill_at_random_points_of_a_training_run(tmp_path: Path) -> None:
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
-        new = sorted(set(run_dir.iterdir()) - before) if run_dir.exists() else []
+        proc.communicate()
+        return run_dir
+
+    run_dirs = in_parallel([lambda i=i, w=w, d=d: kill_at(i, w, d) for i, (_, w, d) in enumerate(points)])
+    outcomes = []
+    for (name, wait_for, _), run_dir in zip(points, run_dirs):
+        new = sorted(run_dir.iterdir()) if run_dir.exists() else []
         for entry in new:
             rec = load_run(entry)
             assert rec.status in ("running", "completed"), (name, rec.status)
             outcomes.append((name, rec.status, len(rec.epochs)))
         if wait_for is not None:
             assert new, f"{name}: the run had started but left no record"
+        if run_dir.exists():
+            _assert_every_record_readable(run_dir, ("running", "completed"))
     assert len(outcomes) >= 3, outcomes
-    _assert_every_record_readable(run_dir, ("running", "completed"))
 
 
 @pytest.mark.slow
