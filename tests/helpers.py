@@ -1,9 +1,16 @@
-"""Shared test helpers: run a child program with readable failures, and hand-made run records.
+"""Shared test helpers: launch child programs with readable failures, and hand-made run records.
+
+Every test that starts a process goes through `run_child` (one child, waited for), `start_child` +
+`finish_child` (a child the test talks to or kills) or `run_children_concurrently` (several, two at a
+time: each TensorFlow child spends ~9 s importing it, and the machine has 2 cores). Each failure message
+is `describe_child`'s: the command, exit code, stdout and stderr.
 
 Example:
-    >>> from helpers import make_record, run_child
+    >>> from helpers import ChildSpec, make_record, run_child, run_children_concurrently
     >>> path = make_record(tmp_path, run_id="a", hyperparameters__learning_rate=0.003)   # doctest: +SKIP
     >>> run_child([sys.executable, "-m", "keras_repro", "show", str(path)])             # doctest: +SKIP
+    >>> a, b = run_children_concurrently([[sys.executable, "train.py"],                 # doctest: +SKIP
+    ...                                   ChildSpec([sys.executable, "bad.py"], expect=3)])
 """
 
 from __future__ import annotations
