@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import DELETE, base_record, make_record, record_dict, write_record
+from helpers import DELETE, base_record, make_record, record_dict
 from keras_repro import ReproducibilityError
 from keras_repro.errors import RecordError
 from keras_repro.record import SCHEMA, atomic_write_json, create_run_dir, load_run, to_jsonable

@@ -7,7 +7,6 @@ in an order where one claim sets up the next; the two children that never import
 
 from __future__ import annotations
 
-import json
 import sys
 import textwrap
 

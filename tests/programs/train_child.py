@@ -17,7 +17,6 @@ keras_repro refuses prints {"name": ..., "resume_error": ...} and the process go
 import argparse
 import json
 import shlex
-import sys
 import time
 
 import numpy as np
