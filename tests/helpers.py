@@ -1,22 +1,32 @@
-"""Shared test helpers: run a child program with readable failures, and hand-made run records.
+"""Shared test helpers: launch child programs with readable failures, and hand-made run records.
+
+Every test that starts a process goes through `run_child` (one child, waited for), `start_child` +
+`finish_child` (a child the test talks to or kills) or `run_children_concurrently` (several, two at a
+time: each TensorFlow child spends ~9 s importing it, and the machine has 2 cores). Each failure message
+is `describe_child`'s: the command, exit code, stdout and stderr.
 
 Example:
-    >>> from helpers import make_record, run_child
+    >>> from helpers import ChildSpec, make_record, run_child, run_children_concurrently
     >>> path = make_record(tmp_path, run_id="a", hyperparameters__learning_rate=0.003)   # doctest: +SKIP
     >>> run_child([sys.executable, "-m", "keras_repro", "show", str(path)])             # doctest: +SKIP
+    >>> a, b = run_children_concurrently([[sys.executable, "train.py"],                 # doctest: +SKIP
+    ...                                   ChildSpec([sys.executable, "bad.py"], expect=3)])
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 DELETE = object()  # make_record(..., environment=DELETE) drops a section or key
 
 def _sha(tag: str) -> str:
@@ -111,11 +121,55 @@ def make_record(directory: Path | str, run_id: str = "20261127-101500-aaaaaa", *
     return write_record(directory, record_dict(run_id, **overrides))
 
 
+def child_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """A copy of `os.environ` with the repository first on PYTHONPATH and `env` applied (None removes a key)."""
+    child = dict(os.environ)
+    child["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), child.get("PYTHONPATH")]))
+    for key, value in (env or {}).items():
+        if value is None:
+            child.pop(key, None)
+        else:
+            child[key] = value
+    return child
+
+
+def start_child(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str | None] | None = None,
+    cwd: Path | str | None = None,
+    stderr: int | None = subprocess.PIPE,
+) -> subprocess.Popen[str]:
+    """Starts a child program (text pipes, `child_env(env)`); finish it with `finish_child`."""
+    return subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
+                            text=True, env=child_env(env), cwd=cwd)
+
+
+def finish_child(
+    proc: subprocess.Popen[str], *, expect: int | None = 0, timeout: float = 300, before: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Waits for a started child; if its exit code is not `expect`, fails with `describe_child`.
+
+    `before` is stdout the test already read from the child (it is put in front of the rest).
+    """
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, before + out, err)
+        raise AssertionError(describe_child(done, f"timed out after {timeout} s")) from None
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, before + out, err)
+    if expect is not None and proc.returncode != expect:
+        raise AssertionError(describe_child(done, f"expected exit code {expect}"))
+    return done
+
+
 def run_child(
     args: Sequence[str],
     *,
     expect: int | None = 0,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     cwd: Path | str | None = None,
     timeout: float = 120,
     input: str | None = None,
@@ -125,18 +179,67 @@ def run_child(
     `env` entries are added to a copy of `os.environ` (a value of None removes the variable), with
     the repository on PYTHONPATH so children import this checkout.
     """
-    child_env = dict(os.environ)
-    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), child_env.get("PYTHONPATH")]))
-    for key, value in (env or {}).items():
-        if value is None:
-            child_env.pop(key, None)
-        else:
-            child_env[key] = value
-    proc = subprocess.run(list(args), capture_output=True, text=True, env=child_env, cwd=cwd,
+    proc = subprocess.run(list(map(str, args)), capture_output=True, text=True, env=child_env(env), cwd=cwd,
                           timeout=timeout, input=input)
     if expect is not None and proc.returncode != expect:
         raise AssertionError(describe_child(proc, f"expected exit code {expect}"))
     return proc
+
+
+@dataclasses.dataclass
+class ChildSpec:
+    """One child for `run_children_concurrently`: its command, extra environment and expected exit code."""
+
+    args: Sequence[str]
+    env: Mapping[str, str | None] | None = None
+    expect: int | None = 0
+    timeout: float = 300
+
+
+def in_parallel(jobs: Sequence[Callable[[], T]], *, parallel: int = 2) -> list[T]:
+    """Calls `jobs` `parallel` at a time in threads (2 cores: two TensorFlow imports at once); results in order.
+
+    A job that raises makes the call raise the same exception once the jobs already started have ended.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        return [f.result() for f in futures]
+
+
+def run_children_concurrently(
+    specs: Sequence[ChildSpec | Sequence[str]], *, parallel: int = 2, check: bool = True
+) -> list[subprocess.CompletedProcess[str]]:
+    """Runs children `parallel` at a time; returns their CompletedProcess in `specs` order.
+
+    With `check` (default) a child whose exit code is not its spec's `expect` fails the call with
+    `describe_child`; without it, every CompletedProcess is returned for the test to judge.
+    """
+    specs = [s if isinstance(s, ChildSpec) else ChildSpec(list(s)) for s in specs]
+
+    def job(spec: ChildSpec) -> Callable[[], subprocess.CompletedProcess[str]]:
+        return lambda: finish_child(start_child(spec.args, env=spec.env), expect=spec.expect if check else None,
+                                    timeout=spec.timeout)
+
+    return in_parallel([job(spec) for spec in specs], parallel=parallel)
+
+
+def json_lines(proc: subprocess.CompletedProcess[str]) -> list[Any]:
+    """Every stdout line of a finished child that is a JSON object, in order (children print one per result)."""
+    out = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                raise AssertionError(describe_child(proc, f"unreadable JSON line: {line[:200]}")) from None
+    if not out:
+        raise AssertionError(describe_child(proc, "the child printed no JSON result"))
+    return out
+
+
+def last_json(proc: subprocess.CompletedProcess[str]) -> Any:
+    """The last JSON line a finished child printed."""
+    return json_lines(proc)[-1]
 
 
 def describe_child(proc: subprocess.CompletedProcess[str], what: str = "") -> str:

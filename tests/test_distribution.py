@@ -1,22 +1,21 @@
 """tf.distribute under keras_repro: reruns are bit-identical, negative controls differ, refusals refuse.
 
 Every training claim runs in fresh processes (tests/programs/dist_child.py; dist_cluster.py launches a
-MultiWorkerMirroredStrategy job of 2 worker processes on 127.0.0.1). Runs that are compared start
-together: 2 cores, ~9 s of TensorFlow import each.
+MultiWorkerMirroredStrategy job of 2 worker processes on 127.0.0.1). Module fixtures start them once, two
+processes (or two jobs) at a time: 2 cores, ~9 s of TensorFlow import each. A MirroredStrategy child fits
+several times with its strategy; what is fixed per process (the mode) gets its own pair of children.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from helpers import REPO, describe_child
+from helpers import REPO, ChildSpec, describe_child, json_lines, run_children_concurrently
 
 from keras_repro.distribution import check_strategy, cluster_layout, worker_seed
 from keras_repro.errors import ReproducibilityError
@@ -24,51 +23,93 @@ from keras_repro.errors import ReproducibilityError
 PROGRAMS = REPO / "tests" / "programs"
 CHILD = PROGRAMS / "dist_child.py"
 CLUSTER = PROGRAMS / "dist_cluster.py"
+CLEAN_ENV = {"TF_CONFIG": None, "KERAS_REPRO_RECORDS_FILE": None}
 
 
 # Fresh processes -------------------------------------------------------------------------------------
 
-def _start(cmd: list[str], records_file: Path | None = None, env_extra: dict | None = None,
-           ) -> tuple[list[str], subprocess.Popen]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.pop("TF_CONFIG", None)
-    env.pop("KERAS_REPRO_RECORDS_FILE", None)
-    if records_file is not None:  # as `keras-repro check` sets it
-        env["KERAS_REPRO_RECORDS_FILE"] = str(records_file)
-    env.update(env_extra or {})
-    return cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+def _mirrored(tmp: Path, name: str, process: list[str], *scenarios: str) -> ChildSpec:
+    args = [sys.executable, str(CHILD), "--strategy", "mirrored", "--devices", "2", *process]
+    for scenario in scenarios:
+        args += ["--scenario", f"{scenario} --run-dir {tmp / name / scenario.split()[1]}"]
+    return ChildSpec(args, env=CLEAN_ENV)
 
 
-def _finish(started: list[tuple[list[str], subprocess.Popen]], expect: int = 0) -> list[dict]:
-    results = []
-    for cmd, proc in started:
-        out, err = proc.communicate(timeout=300)
-        done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-        assert proc.returncode == expect, describe_child(done, f"expected exit code {expect}")
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+_LATE_PROGRAM = """
+import tensorflow as tf, keras_repro
+tf.distribute.MirroredStrategy()
+try:
+    keras_repro.configure(seed=1, mode="deterministic")
+except keras_repro.TooLateError as e:
+    print("TooLateError:", e)
+"""
 
 
-def mirrored(tmp_path: Path, *runs: list[str]) -> list[dict]:
-    """Runs dist_child.py once per argument list, all at once; returns their JSON results."""
-    return _finish([
-        _start([sys.executable, str(CHILD), "--strategy", "mirrored", "--run-dir", str(tmp_path / f"run{i}"), *args])
-        for i, args in enumerate(runs)
-    ])
+@pytest.fixture(scope="module")
+def mirrored(tmp_path_factory) -> dict:
+    """Every MirroredStrategy child (and the two refusals), two at a time; name -> CompletedProcess."""
+    tmp = tmp_path_factory.mktemp("mirrored")
+    specs = {
+        # fit inside strategy.scope(), and fit(strategy=...): the same run; then a tf.data input in the scope
+        "bitwise-a": _mirrored(tmp, "bitwise-a", ["--mode", "bitwise", "--seed", "7"],
+                               "--name s7 --how scope", "--name ds5 --how scope --input dataset --seed 5"),
+        "bitwise-b": _mirrored(tmp, "bitwise-b", ["--mode", "bitwise", "--seed", "7"],
+                               "--name s7 --how kwarg", "--name ds5 --how scope --input dataset --seed 5"),
+        # a model built under the scope, then fit
+        "deterministic-a": _mirrored(tmp, "deterministic-a", ["--mode", "deterministic", "--seed", "7"],
+                                     "--name s7 --how built"),
+        "deterministic-b": _mirrored(tmp, "deterministic-b", ["--mode", "deterministic", "--seed", "7"],
+                                     "--name s7 --how built"),
+        "off-a": _mirrored(tmp, "off-a", ["--mode", "off"], "--name off --how scope"),
+        "off-b": _mirrored(tmp, "off-b", ["--mode", "off"], "--name off --how scope"),
+        "ps": ChildSpec([sys.executable, str(CHILD), "--strategy", "ps", "--devices", "1", "--mode", "deterministic",
+                         "--seed", "1", "--how", "scope", "--run-dir", str(tmp / "ps")], env=CLEAN_ENV, expect=3),
+        "late": ChildSpec([sys.executable, "-c", _LATE_PROGRAM], env=CLEAN_ENV),
+    }
+    procs = run_children_concurrently(list(specs.values()), check=False)
+    return {"tmp": tmp, **dict(zip(specs, procs, strict=True)), "specs": specs}
 
 
-def multiworker(tmp_path: Path, *runs: list[str]) -> list[list[dict]]:
-    """Runs one 2-worker job per argument list, all at once; returns each job's per-worker results.
+def mirrored_result(runs: dict, child: str, scenario: str) -> dict:
+    proc, spec = runs[child], runs["specs"][child]
+    assert proc.returncode == spec.expect, describe_child(proc, f"expected exit code {spec.expect}")
+    for result in json_lines(proc):
+        if result.get("name") == scenario:
+            return result
+    raise AssertionError(describe_child(proc, f"no result for scenario {scenario!r}"))
 
-    Job i's workers announce their records to tmp_path/records-<i>.txt, as under `keras-repro check`.
+
+@pytest.fixture(scope="module")
+def multiworker(tmp_path_factory) -> dict:
+    """Two 2-worker jobs per mode, two jobs at a time; mode -> (tmp, [job a's workers, job b's workers]).
+
+    Job i's workers announce their records to tmp/records-<i>.txt, as under `keras-repro check`.
     """
-    jobs = _finish([
-        _start([sys.executable, str(CLUSTER), "--workers", "2", "--run-dir", str(tmp_path / f"job{i}"), *args],
-               records_file=tmp_path / f"records-{i}.txt")
-        for i, args in enumerate(runs)
-    ])
-    return [job["workers"] for job in jobs]
+    jobs = {}
+    for mode, extra in (("bitwise", ["--seed", "7"]), ("deterministic", ["--seed", "7"]), ("off", [])):
+        tmp = tmp_path_factory.mktemp(f"multiworker-{mode}")
+        for i in range(2):
+            jobs[(mode, i)] = (tmp, ChildSpec(
+                [sys.executable, str(CLUSTER), "--workers", "2", "--run-dir", str(tmp / f"job{i}"), "--mode", mode, *extra],
+                env={**CLEAN_ENV, "KERAS_REPRO_RECORDS_FILE": str(tmp / f"records-{i}.txt")}))
+    procs = dict(zip(jobs, run_children_concurrently([spec for _, spec in jobs.values()], check=False), strict=True))
+    out = {}
+    for mode in ("bitwise", "deterministic", "off"):
+        workers = []
+        for i in range(2):
+            proc = procs[(mode, i)]
+            workers.append(proc)
+        out[mode] = (jobs[(mode, 0)][0], workers)
+    return out
+
+
+def job_workers(multiworker: dict, mode: str) -> tuple[Path, list[list[dict]]]:
+    tmp, procs = multiworker[mode]
+    jobs = []
+    for proc in procs:
+        assert proc.returncode == 0, describe_child(proc, "expected exit code 0")
+        jobs.append(json_lines(proc)[-1]["workers"])
+    return tmp, jobs
 
 
 def assert_same_bits(a: dict, b: dict, what: str = "reruns") -> None:
@@ -89,9 +130,10 @@ def assert_different_bits(a: dict, b: dict) -> None:
     ("bitwise", "scope", "kwarg"),      # fit inside strategy.scope(), and fit(strategy=...): the same run
     ("deterministic", "built", "built"),  # a model built under the scope, then fit
 ])
-def test_mirrored_reruns_are_bit_identical(tmp_path, mode, how_a, how_b):
-    common = ["--mode", mode, "--seed", "7", "--devices", "2"]
-    a, b = mirrored(tmp_path, [*common, "--how", how_a], [*common, "--how", how_b])
+def test_mirrored_reruns_are_bit_identical(mirrored, mode, how_a, how_b):
+    a, b = mirrored_result(mirrored, f"{mode}-a", "s7"), mirrored_result(mirrored, f"{mode}-b", "s7")
+    assert f"--how {how_a}" in " ".join(mirrored["specs"][f"{mode}-a"].args)
+    assert f"--how {how_b}" in " ".join(mirrored["specs"][f"{mode}-b"].args)
     assert_same_bits(a, b)
     assert len(a["steps"]) == 2 * 8  # 256 samples / global batch 32, 2 epochs
     dist = a["distribution"]
@@ -102,15 +144,14 @@ def test_mirrored_reruns_are_bit_identical(tmp_path, mode, how_a, how_b):
 
 
 @pytest.mark.slow
-def test_mirrored_tf_data_input_inside_the_scope_is_bit_identical(tmp_path):
-    args = ["--mode", "bitwise", "--seed", "5", "--input", "dataset", "--how", "scope"]
-    a, b = mirrored(tmp_path, args, args)
+def test_mirrored_tf_data_input_inside_the_scope_is_bit_identical(mirrored):
+    a, b = mirrored_result(mirrored, "bitwise-a", "ds5"), mirrored_result(mirrored, "bitwise-b", "ds5")
     assert_same_bits(a, b)
 
 
 @pytest.mark.slow
-def test_mirrored_negative_control_mode_off_without_seed_differs(tmp_path):
-    a, b = mirrored(tmp_path, ["--mode", "off", "--how", "scope"], ["--mode", "off", "--how", "scope"])
+def test_mirrored_negative_control_mode_off_without_seed_differs(mirrored):
+    a, b = mirrored_result(mirrored, "off-a", "off"), mirrored_result(mirrored, "off-b", "off")
     assert a["initial"] != b["initial"], "mode off without a seed must not seed the weights"
     assert_different_bits(a, b)
 
@@ -136,9 +177,8 @@ def _check_job(workers: list[dict], tmp_dir: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["bitwise", "deterministic"])
-def test_multiworker_reruns_are_bit_identical(tmp_path, mode):
-    args = ["--mode", mode, "--seed", "7"]
-    job_a, job_b = multiworker(tmp_path, args, args)
+def test_multiworker_reruns_are_bit_identical(multiworker, mode):
+    tmp_path, (job_a, job_b) = job_workers(multiworker, mode)
     _check_job(job_a, tmp_path / "job0")
     _check_job(job_b, tmp_path / "job1")
     for a, b in zip(job_a, job_b, strict=True):
@@ -153,8 +193,8 @@ def test_multiworker_reruns_are_bit_identical(tmp_path, mode):
 
 
 @pytest.mark.slow
-def test_multiworker_negative_control_mode_off_without_seed_differs(tmp_path):
-    job_a, job_b = multiworker(tmp_path, ["--mode", "off"], ["--mode", "off"])
+def test_multiworker_negative_control_mode_off_without_seed_differs(multiworker):
+    _, (job_a, job_b) = job_workers(multiworker, "off")
     # The chief broadcasts initial values, so the workers of one job agree even unseeded...
     assert job_a[0]["initial"] == job_a[1]["initial"]
     # ...but two unseeded jobs do not.
@@ -162,51 +202,25 @@ def test_multiworker_negative_control_mode_off_without_seed_differs(tmp_path):
     assert_different_bits(job_a[0], job_b[0])
 
 
-_ORDER_PROGRAM = """
-import keras_repro, tensorflow as tf
-from keras_repro import runtime
-keras_repro.configure(seed=1, mode="bitwise")
-assert not runtime.runtime_started(), "configure() started TensorFlow's runtime"
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-assert tf.distribute.MirroredStrategy().num_replicas_in_sync == 2
-"""
-
-_LATE_PROGRAM = """
-import tensorflow as tf, keras_repro
-tf.distribute.MirroredStrategy()
-try:
-    keras_repro.configure(seed=1, mode="deterministic")
-except keras_repro.TooLateError as e:
-    print("TooLateError:", e)
-"""
-
-
 @pytest.mark.slow
-def test_configure_leaves_the_runtime_unstarted_so_devices_can_be_split_and_refuses_after_a_strategy():
-    # _ORDER_PROGRAM imports TF before configure(mode="bitwise"): on a CPU with AVX-512 VNNI/BF16 TF then
-    # starts with oneDNN on, which bitwise refuses as too late; the subject here is devices, not oneDNN.
-    no_onednn = {"TF_ENABLE_ONEDNN_OPTS": "0"}
-    started = [_start([sys.executable, "-c", _ORDER_PROGRAM], env_extra=no_onednn),
-               _start([sys.executable, "-c", _LATE_PROGRAM])]
-    outputs = []
-    for cmd, proc in started:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, describe_child(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
-        outputs.append(out)
-    assert "TooLateError:" in outputs[1] and "call keras_repro.configure(...) before" in outputs[1]
+def test_configure_leaves_the_runtime_unstarted_so_devices_can_be_split_and_refuses_after_a_strategy(mirrored):
+    # configure -> split the CPU into 2 logical devices -> MirroredStrategy with 2 replicas: dist_child's order.
+    a = mirrored_result(mirrored, "bitwise-a", "s7")
+    assert a["runtime_started_by_configure"] is False, "configure() started TensorFlow's runtime"
+    assert a["distribution"]["replicas"] == 2
+    late = mirrored["late"]
+    assert late.returncode == 0, describe_child(late)
+    assert "TooLateError:" in late.stdout and "call keras_repro.configure(...) before" in late.stdout
 
 
 # What keras_repro refuses ---------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_parameter_server_strategy_is_refused_in_deterministic_mode(tmp_path):
-    cmd, proc = _start([sys.executable, str(CHILD), "--strategy", "ps", "--devices", "1", "--mode", "deterministic",
-                        "--seed", "1", "--how", "scope", "--run-dir", str(tmp_path)])
-    (result,) = _finish([(cmd, proc)], expect=3)
+def test_parameter_server_strategy_is_refused_in_deterministic_mode(mirrored):
+    result = mirrored_result(mirrored, "ps", "fit")
     assert result["refused"].startswith("ReproducibilityError: Mode 'deterministic' cannot be kept under ParameterServerStrategy:")
     assert "MultiWorkerMirroredStrategy" in result["refused"]  # the fix is named
-    assert not list(tmp_path.rglob("run.json")), "a refused fit must not leave a record claiming a run"
+    assert not list((mirrored["tmp"] / "ps").rglob("run.json")), "a refused fit must not leave a record claiming a run"
 
 
 def _fake_strategy(class_name: str) -> object:

@@ -37,24 +37,30 @@ def test_bad_flag_values_are_refused_by_absl(argv):
         fv(["prog", *argv])
 
 
-@pytest.mark.slow
-def test_flags_drive_configure_and_fit_and_are_recorded(tmp_path: Path):
+@pytest.fixture(scope="module")
+def absl_run(tmp_path_factory) -> tuple[dict, Path]:
+    """One absl child: flags say seed 5, mode seeded; the environment says bitwise, seed 77 (flags must win)."""
+    tmp_path = tmp_path_factory.mktemp("absl")
     proc = run_child([sys.executable, str(CHILD), "--repro_seed=5", "--repro_mode=seeded",
-                      f"--repro_dir={tmp_path}", "--learning_rate=0.03"])
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+                      f"--repro_dir={tmp_path}", "--learning_rate=0.03"],
+                     env={"KERAS_REPRO_MODE": "bitwise", "KERAS_REPRO_SEED": "77"})
+    return json.loads(proc.stdout.strip().splitlines()[-1]), tmp_path
+
+
+@pytest.mark.slow
+def test_flags_drive_configure_and_fit_and_are_recorded(absl_run):
+    out, tmp_path = absl_run
+    first = out["runs"][0]  # fit() without arguments
     assert out["applied"]["seed"] == 5 and out["applied"]["mode"] == "seeded"
     assert out["applied"]["seed_source"] == "flag"
-    assert out["policy"] == {"seed": 5, "mode": "seeded", "threads": None}
-    assert Path(out["path"]).parent.parent == tmp_path, "--repro_dir was not used"
-    assert out["flags"]["repro_seed"] == 5 and out["flags"]["learning_rate"] == 0.03
+    assert first["policy"] == {"seed": 5, "mode": "seeded", "threads": None}
+    assert Path(first["path"]).parent.parent == tmp_path, "--repro_dir was not used"
+    assert first["flags"]["repro_seed"] == 5 and first["flags"]["learning_rate"] == 0.03
 
 
 @pytest.mark.slow
-def test_explicit_arguments_win_over_flags_and_flags_over_environment(tmp_path: Path):
-    proc = run_child([sys.executable, str(CHILD), "--repro_seed=5", "--repro_mode=seeded",
-                      f"--repro_dir={tmp_path}", "--explicit_seed"],
-                     env={"KERAS_REPRO_MODE": "bitwise", "KERAS_REPRO_SEED": "77"})
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_explicit_arguments_win_over_flags_and_flags_over_environment(absl_run):
+    out, _ = absl_run
     assert out["applied"]["mode"] == "seeded", "the flag must win over KERAS_REPRO_MODE"
     assert out["applied"]["seed"] == 5
-    assert out["run_applied"]["seed"] == 123, "fit(seed=123) must win over --repro_seed"
+    assert out["runs"][1]["run_applied"]["seed"] == 123, "fit(seed=123) must win over --repro_seed"

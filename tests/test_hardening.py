@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import signal
 import subprocess
@@ -15,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PYTHON, REPO, describe_child, run_child
+from helpers import (
+    PYTHON,
+    REPO,
+    ChildSpec,
+    describe_child,
+    in_parallel,
+    run_child,
+    run_children_concurrently,
+    start_child,
+)
 
 from keras_repro.errors import RecordError
 from keras_repro.record import STATUSES, load_run
@@ -25,17 +33,6 @@ ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_REPRO_SEED": None, "KERAS_REPRO_MODE"
        "KERAS_REPRO_DIR": None, "KERAS_REPRO_RECORDS_FILE": None}
 # Inputs Python's truthiness lets through on purpose (Keras takes them too), and calls that succeed.
 ACCEPTED = {"shuffle=1", "resume=True", "good fit"}
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    for key, value in ENV.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    return env
 
 
 def _assert_every_record_readable(run_dir: Path, allowed: tuple[str, ...] = STATUSES) -> list:
@@ -85,8 +82,7 @@ def test_sigkill_during_record_writes_never_leaves_a_half_written_record(tmp_pat
     for i, delay in enumerate(delays):
         path = tmp_path / f"r{i}" / "run.json"
         path.parent.mkdir()
-        proc = subprocess.Popen([PYTHON, CHILD, "write-loop", str(path)], stdout=subprocess.PIPE, text=True,
-                                env=_child_env())
+        proc = start_child([PYTHON, CHILD, "write-loop", str(path)], env=ENV, stderr=subprocess.DEVNULL)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
@@ -99,17 +95,18 @@ def test_sigkill_during_record_writes_never_leaves_a_half_written_record(tmp_pat
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_of_a_training_run(tmp_path: Path) -> None:
-    """Kill training at 4 points spread over the run (TF start-up, between epochs, mid epoch, end)."""
-    run_dir = tmp_path / "runs"
+    """Kill training at 4 points spread over the run (TF start-up, between epochs, mid epoch, end).
+
+    Two runs at a time (2 cores), each into a run_dir of its own so that what it left is its own.
+    """
     rng = random.Random(7)
     points = [("start-up", None, rng.uniform(0.5, 2.0)), ("after epoch 0", "epoch 0", rng.uniform(0, 0.05)),
               ("mid epoch 3", "epoch 2", rng.uniform(0.02, 0.06)),
               ("after epoch 5", "epoch 5", 0.0)]
-    outcomes = []
-    for name, wait_for, delay in points:
-        before = set(run_dir.iterdir()) if run_dir.exists() else set()
-        proc = subprocess.Popen([PYTHON, CHILD, "train", str(run_dir), "--epochs", "6"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, env=_child_env())
+
+    def kill_at(index: int, wait_for: str | None, delay: float) -> Path:
+        run_dir = tmp_path / f"runs-{index}"
+        proc = start_child([PYTHON, CHILD, "train", str(run_dir), "--epochs", "6"], env=ENV, stderr=subprocess.DEVNULL)
         assert proc.stdout is not None
         if wait_for is not None:
             for line in proc.stdout:
@@ -118,30 +115,32 @@ def test_sigkill_at_random_points_of_a_training_run(tmp_path: Path) -> None:
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
-        new = sorted(set(run_dir.iterdir()) - before) if run_dir.exists() else []
+        proc.communicate()
+        return run_dir
+
+    run_dirs = in_parallel([lambda i=i, w=w, d=d: kill_at(i, w, d) for i, (_, w, d) in enumerate(points)])
+    outcomes = []
+    for (name, wait_for, _), run_dir in zip(points, run_dirs, strict=True):
+        new = sorted(run_dir.iterdir()) if run_dir.exists() else []
         for entry in new:
             rec = load_run(entry)
             assert rec.status in ("running", "completed"), (name, rec.status)
             outcomes.append((name, rec.status, len(rec.epochs)))
         if wait_for is not None:
             assert new, f"{name}: the run had started but left no record"
+        if run_dir.exists():
+            _assert_every_record_readable(run_dir, ("running", "completed"))
     assert len(outcomes) >= 3, outcomes
-    _assert_every_record_readable(run_dir, ("running", "completed"))
 
 
 @pytest.mark.slow
 def test_four_concurrent_runs_get_distinct_ids_and_intact_records(tmp_path: Path) -> None:
     """Four runs at once into one run_dir; one of them has a NaN loss and non-JSON hyperparameters."""
     run_dir = tmp_path / "runs"
-    procs = [subprocess.Popen([PYTHON, CHILD, "train", str(run_dir), *(["--nan"] if i == 0 else [])],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
-             for i in range(4)]
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-        assert proc.returncode == 0, describe_child(done)
-        outputs.append(json.loads(out.strip().splitlines()[-1]))
+    procs = run_children_concurrently(
+        [ChildSpec([PYTHON, CHILD, "train", str(run_dir), *(["--nan"] if i == 0 else [])], env=ENV) for i in range(4)],
+        parallel=4)  # all four at once: that is the claim
+    outputs = [json.loads(proc.stdout.strip().splitlines()[-1]) for proc in procs]
     records = _assert_every_record_readable(run_dir, ("completed",))
     assert len(records) == 4 and len({r.run_id for r in records}) == 4
     assert sorted(str(r.path) for r in records) == sorted(o["path"] for o in outputs)

@@ -1,75 +1,34 @@
 """Resume after a crash gives the same bits as a run that never stopped, each claim in fresh processes.
 
-A child pauses after a known global step ("PAUSED n" on stdout) and the test kills it with SIGKILL; a
-third child resumes it. Final weights, every step loss (float.hex) and the epoch metrics must equal the
-uninterrupted run's, and `keras-repro diff` must say identical. Negative controls: a resume that does not
-restore the Dropout seed state differs, and resumes on other data, learning rate or seed are refused.
-Two children run at once where they are independent (2 cores).
+A child pauses after a known global step ("PAUSED n" on stdout) and is killed with SIGKILL; another child
+resumes it. Final weights, every step loss (float.hex) and the epoch metrics must equal the uninterrupted
+run's, and `keras-repro diff` must say identical. Negative controls: a resume that does not restore the
+Dropout seed state differs, and resumes on other data, learning rate or seed are refused.
+
+The children are tests/training_runs.py's (a session fixture): the killed runs are the last scenarios of
+A1, A2, B1 and D1, the uninterrupted runs are B2's and D2's, the resumes R1's, R2's and D2's.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, describe_child
+from helpers import describe_child, run_child
 
 pytestmark = pytest.mark.slow
-CHILD = REPO / "tests" / "programs" / "resume_child.py"
 STEPS_PER_EPOCH = 12
 
 
-def _env(extra: dict | None = None) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO)
-    env.update(extra or {})
-    return env
-
-
-def launch(run_dir: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, str(CHILD), "--run-dir", str(run_dir), *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(env))
-
-
-def result(proc: subprocess.Popen, expect: int = 0) -> dict:
-    out, err = proc.communicate(timeout=300)
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    assert proc.returncode == expect, describe_child(done, f"expected exit code {expect}")
-    return json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-
-
-def kill_when_paused(proc: subprocess.Popen) -> None:
-    """Waits for the child's "PAUSED n" line, then SIGKILLs it (no cleanup, no atexit, no record update)."""
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("PAUSED"):
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(describe_child(subprocess.CompletedProcess(proc.args, proc.returncode, line + out, err),
-                                            "the child did not pause"))
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    proc.communicate()
-
-
-def only_run(run_dir: Path) -> Path:
-    runs = [p for p in run_dir.iterdir() if (p / "run.json").is_file()]
-    assert len(runs) == 1, runs
-    return runs[0]
-
-
-def diff(a: str, b: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "keras_repro", "diff", str(Path(a).parent), str(Path(b).parent)],
-                          capture_output=True, text=True, env=_env())
+def diff(a: str, b: str):
+    return run_child([sys.executable, "-m", "keras_repro", "diff", str(Path(a).parent), str(Path(b).parent)],
+                     expect=None)
 
 
 def assert_same_as_uninterrupted(whole: dict, resumed: dict) -> None:
+    assert "resume_error" not in resumed, resumed["resume_error"]
     assert resumed["resumed_from"], "the record does not say resumed_from"
     assert resumed["initial"] == whole["initial"]
     assert resumed["steps"] == whole["steps"], "per-step losses differ"
@@ -84,55 +43,53 @@ def assert_same_as_uninterrupted(whole: dict, resumed: dict) -> None:
     assert verdict.returncode == 0, describe_child(verdict, "keras-repro diff should say identical")
 
 
-def kill_and_resume(tmp_path: Path, *args: str, pause_at: int) -> tuple[dict, dict, Path]:
-    whole = launch(tmp_path / "whole", *args)
-    victim = launch(tmp_path / "killed", *args, "--pause-at-step", str(pause_at))
-    kill_when_paused(victim)
-    killed = only_run(tmp_path / "killed")
-    assert json.loads((killed / "run.json").read_text())["status"] == "running"  # SIGKILL: nobody updated it
-    resumed = result(launch(tmp_path / "resumed", *args, "--resume", str(killed)))
-    return result(whole), resumed, killed
-
-
-@pytest.mark.parametrize("mode", ["bitwise", "deterministic"])
-def test_numpy_input_killed_mid_epoch_resumes_from_a_step_checkpoint(tmp_path, mode):
+@pytest.mark.parametrize("mode, killed, whole, resumed", [
+    ("bitwise", "A1", ("B2", "whole-numpy-every5"), ("R1", "numpy")),
+    ("deterministic", "D1", ("D2", "whole"), ("D2", "resumed")),
+])
+def test_numpy_input_killed_mid_epoch_resumes_from_a_step_checkpoint(training_runs, mode, killed, whole, resumed):
     # Steps are checkpointed every 5: the kill after step 30 (epoch 2, batch 6) resumes at step 25.
-    whole, resumed, killed = kill_and_resume(tmp_path, "--mode", mode, "--checkpoint-every", "5", pause_at=30)
+    assert training_runs.children[killed].process_args[:2] == ["--mode", mode]
+    assert training_runs.seen[f"{killed} killed status"] == "running"  # SIGKILL: nobody updated it
+    killed_run = training_runs.seen[f"{killed} killed run"]
+    whole, resumed = training_runs.result(*whole), training_runs.result(*resumed)
+    assert "resume_error" not in resumed, resumed["resume_error"]
     assert resumed["resumed_from"]["epoch"] == 2 and resumed["resumed_from"]["step_in_epoch"] == 1
-    assert resumed["resumed_from"]["run_id"] == killed.name
+    assert resumed["resumed_from"]["run_id"] == killed_run.name
     assert_same_as_uninterrupted(whole, resumed)
     assert len(resumed["events"]) == 4 * STEPS_PER_EPOCH - 25
 
 
-def test_shuffled_tf_data_pipeline_killed_mid_epoch_resumes_from_the_epoch_checkpoint(tmp_path):
+def test_shuffled_tf_data_pipeline_killed_mid_epoch_resumes_from_the_epoch_checkpoint(training_runs):
     # shuffle() reshuffles each epoch and a parallel map adds random noise: the resume must advance the
     # shuffle's seed state past epochs 0 and 1 and restart the noise as a fresh epoch iterator does.
-    whole, resumed, _ = kill_and_resume(tmp_path, "--input", "dataset", pause_at=30)
+    assert training_runs.seen["A2 killed status"] == "running"
+    whole, resumed = training_runs.result("B2", "whole-dataset"), training_runs.result("R1", "dataset")
+    assert "resume_error" not in resumed, resumed["resume_error"]
     assert (resumed["resumed_from"]["epoch"], resumed["resumed_from"]["step_in_epoch"]) == (2, 0)
     assert_same_as_uninterrupted(whole, resumed)
 
 
-def test_shuffled_tf_data_pipeline_resumes_mid_epoch_and_resume_true_finds_the_run(tmp_path):
-    whole = launch(tmp_path / "whole", "--input", "dataset", "--checkpoint-every", "5")
-    victim = launch(tmp_path / "runs", "--input", "dataset", "--checkpoint-every", "5", "--pause-at-step", "20")
-    kill_when_paused(victim)
-    resumed = result(launch(tmp_path / "runs", "--input", "dataset", "--checkpoint-every", "5", "--resume", "true"))
+def test_shuffled_tf_data_pipeline_resumes_mid_epoch_and_resume_true_finds_the_run(training_runs):
+    # B1 was killed after step 20 with checkpoints every 5 steps; R1 fits with resume=True in the same run_dir.
+    assert training_runs.seen["B1 killed status"] == "running"
+    killed_run = training_runs.seen["B1 killed run"]
+    whole, resumed = training_runs.result("B2", "whole-dataset-every5"), training_runs.result("R1", "dataset-true")
+    assert "resume_error" not in resumed, resumed["resume_error"]
     assert (resumed["resumed_from"]["epoch"], resumed["resumed_from"]["step_in_epoch"]) == (1, 3)
-    assert_same_as_uninterrupted(result(whole), resumed)
+    assert resumed["resumed_from"]["run_id"] == killed_run.name
+    assert_same_as_uninterrupted(whole, resumed)
 
 
-def test_kill_during_checkpoint_write_resumes_from_the_previous_one_and_forgetting_seed_state_differs(tmp_path):
-    # The 2nd checkpoint write (end of epoch 1) dies between writing its temporary folder and the rename.
-    whole = launch(tmp_path / "whole")
-    dying = launch(tmp_path / "died", env={"KERAS_REPRO_TEST_DIE_IN_CHECKPOINT_WRITE": "2"})
-    result(dying, expect=77)
-    died = only_run(tmp_path / "died")
-    checkpoints = sorted(p.name for p in (died / "checkpoints").iterdir())
+def test_kill_during_checkpoint_write_resumes_from_the_previous_one_and_forgetting_seed_state_differs(training_runs):
+    # V's 2nd checkpoint write (end of epoch 1) dies between writing its temporary folder and the rename.
+    training_runs.proc("V")  # exit code 77: the test hook
+    checkpoints = training_runs.seen["died checkpoints"]
     assert len(checkpoints) == 2 and "epoch-000001-step-00000000" in checkpoints, checkpoints
     assert any(name.startswith(".tmp-epoch-000002-step-00000000") for name in checkpoints), checkpoints
-    good = launch(tmp_path / "resumed", "--resume", str(died))
-    forgetful = launch(tmp_path / "forgetful", "--resume", str(died), "--forget-seed-state")
-    resumed, control, whole = result(good), result(forgetful), result(whole)
+    whole = training_runs.result("B2", "whole-numpy")
+    resumed, control = training_runs.result("R2", "died"), training_runs.result("R2", "forgetful")
+    assert "resume_error" not in resumed, resumed["resume_error"]
     assert resumed["resumed_from"]["epoch"] == 1
     assert_same_as_uninterrupted(whole, resumed)
     # Negative control: the same resume without the Dropout seed state restored must differ.
@@ -142,16 +99,12 @@ def test_kill_during_checkpoint_write_resumes_from_the_previous_one_and_forgetti
     assert control["final"] != whole["final"]
 
 
-def test_resume_on_other_data_learning_rate_or_seed_is_refused(tmp_path):
-    result(launch(tmp_path / "runs", env={"KERAS_REPRO_TEST_DIE_IN_CHECKPOINT_WRITE": "2"}), expect=77)
-    died = str(only_run(tmp_path / "runs"))
-    other_data = launch(tmp_path / "runs", "--resume", died, "--data-seed", "99")
-    other_lr = launch(tmp_path / "runs", "--resume", died, "--lr", "0.02")
-    data_error = result(other_data, expect=3)["resume_error"]
-    lr_error = result(other_lr, expect=3)["resume_error"]
+def test_resume_on_other_data_learning_rate_or_seed_is_refused(training_runs):
+    # R2 resumes a copy of V's died run (seed 3, lr 0.01, data seed 1234) with one thing changed each time.
+    data_error = training_runs.result("R2", "other-data")["resume_error"]
+    lr_error = training_runs.result("R2", "other-lr")["resume_error"]
     assert "data x: content changed" in data_error and "data y" in data_error, data_error
     assert "learning_rate: 0.01 -> 0.02" in lr_error, lr_error
     assert "Cannot resume run" in lr_error and "Fix:" in lr_error
-    other_seed = launch(tmp_path / "runs", "--resume", "true", "--seed", "4")
-    seed_error = result(other_seed, expect=3)["resume_error"]
+    seed_error = training_runs.result("R2", "other-seed")["resume_error"]  # resume=True in the copy's folder
     assert "seed: 3 -> 4" in seed_error, seed_error

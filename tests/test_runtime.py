@@ -1,15 +1,18 @@
-"""Applying a policy: what configure() applies, reads back, and refuses; each case in a fresh process,
-because thread pools, devices and oneDNN are fixed per process."""
+"""Applying a policy: what configure() applies, reads back, and refuses; in fresh processes, because thread
+pools, devices and oneDNN are fixed per process.
+
+Three TensorFlow children (a module fixture, two at a time) each walk through several configure() calls
+in an order where one claim sets up the next; the two children that never import TensorFlow stay apart.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 import textwrap
 
 import pytest
 
-from helpers import run_child
+from helpers import ChildSpec, last_json, run_child, run_children_concurrently
 
 PREAMBLE = "import json, sys, keras_repro\n"
 
@@ -18,8 +21,67 @@ def child(code: str, *, expect: int = 0, env: dict | None = None):
     return run_child([sys.executable, "-c", PREAMBLE + textwrap.dedent(code)], expect=expect, env=env)
 
 
-def last_json(proc) -> dict:
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def spec(code: str, env: dict) -> ChildSpec:
+    return ChildSpec([sys.executable, "-c", PREAMBLE + textwrap.dedent(code)], env=env)
+
+
+# 1. bitwise first thing (oneDNN not set): applied and read back; then the same policy again is a no-op,
+#    and another one after the runtime started is refused.
+BITWISE_THEN_CONFLICT = """
+    first = keras_repro.configure(seed=3, mode="bitwise")
+    import os, tensorflow as tf
+    applied = dict(first)
+    applied["tf_intra"] = tf.config.threading.get_intra_op_parallelism_threads()
+    applied["tf_inter"] = tf.config.threading.get_inter_op_parallelism_threads()
+    applied["determinism"] = __import__("keras_repro.runtime").runtime.op_determinism_enabled()
+    applied["onednn_env"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    tf.constant(1.0) + 1.0   # the runtime starts
+    again = keras_repro.configure(seed=3, mode="bitwise")
+    try:
+        keras_repro.configure(seed=2, mode="bitwise")
+        error = None
+    except keras_repro.PolicyConflictError as e:
+        error = str(e)
+    print(json.dumps({"applied": applied, "same": first == again, "error": error}))
+"""
+
+# 2. TensorFlow imported first with oneDNN off: no seed draws one; another seed (seeded) and then another
+#    mode (bitwise) before the runtime starts are applied, and bitwise after the import is fine.
+SEEDED_THEN_BITWISE = """
+    import random, tensorflow as tf
+    drawn = keras_repro.configure(mode="seeded")
+    seeded = keras_repro.configure(seed=3, mode="seeded")
+    seeded["draw"] = random.random()
+    seeded["determinism"] = __import__("keras_repro.runtime").runtime.op_determinism_enabled()
+    seeded["tf_intra"] = tf.config.threading.get_intra_op_parallelism_threads()
+    bitwise = keras_repro.configure(seed=2, mode="bitwise")
+    print(json.dumps({"drawn": drawn, "seeded": seeded, "bitwise": bitwise}))
+"""
+
+# 3. TensorFlow imported first with oneDNN on: bitwise is too late; then, the runtime started, a thread
+#    count is too late as well.
+TOO_LATE = """
+    import tensorflow as tf
+    out = {}
+    try:
+        keras_repro.configure(seed=1, mode="bitwise")
+    except keras_repro.ReproducibilityError as e:
+        out["onednn"] = {"type": type(e).__name__, "error": str(e)}
+    tf.constant(1.0) + 1.0
+    try:
+        keras_repro.configure(seed=1, mode="deterministic", threads=1)
+    except keras_repro.TooLateError as e:
+        out["threads"] = str(e)
+    print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def configured():
+    procs = run_children_concurrently([spec(BITWISE_THEN_CONFLICT, {"TF_ENABLE_ONEDNN_OPTS": None}),
+                                       spec(SEEDED_THEN_BITWISE, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+                                       spec(TOO_LATE, {"TF_ENABLE_ONEDNN_OPTS": "1"})])
+    return dict(zip(["bitwise", "seeded", "too late"], procs, strict=True))
 
 
 def test_import_does_not_import_tensorflow():
@@ -27,20 +89,9 @@ def test_import_does_not_import_tensorflow():
     assert last_json(proc) == {"tf": False, "keras": False}
 
 
-def test_bitwise_applies_and_reads_back_threads_devices_onednn():
-    proc = child(
-        """
-        applied = keras_repro.configure(seed=3, mode="bitwise")
-        import os, tensorflow as tf
-        applied["tf_intra"] = tf.config.threading.get_intra_op_parallelism_threads()
-        applied["tf_inter"] = tf.config.threading.get_inter_op_parallelism_threads()
-        applied["determinism"] = __import__("keras_repro.runtime").runtime.op_determinism_enabled()
-        applied["onednn_env"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-        print(json.dumps(applied))
-        """,
-        env={"TF_ENABLE_ONEDNN_OPTS": None},
-    )
-    applied = last_json(proc)
+@pytest.mark.slow
+def test_bitwise_applies_and_reads_back_threads_devices_onednn(configured):
+    applied = last_json(configured["bitwise"])["applied"]
     assert (applied["seed"], applied["mode"], applied["threads"]) == (3, "bitwise", 1)
     assert (applied["tf_intra"], applied["tf_inter"], applied["determinism"]) == (1, 1, True)
     assert applied["onednn"] == "off" and applied["onednn_env"] == "0"
@@ -48,18 +99,9 @@ def test_bitwise_applies_and_reads_back_threads_devices_onednn():
     assert applied["seeded"] == ["python", "numpy", "tensorflow", "keras"]
 
 
-def test_seeded_mode_seeds_but_leaves_determinism_and_threads_alone():
-    proc = child(
-        """
-        applied = keras_repro.configure(seed=3, mode="seeded")
-        import random, tensorflow as tf
-        applied["determinism"] = __import__("keras_repro.runtime").runtime.op_determinism_enabled()
-        applied["tf_intra"] = tf.config.threading.get_intra_op_parallelism_threads()
-        applied["draw"] = random.random()
-        print(json.dumps(applied))
-        """
-    )
-    applied = last_json(proc)
+@pytest.mark.slow
+def test_seeded_mode_seeds_but_leaves_determinism_and_threads_alone(configured):
+    applied = last_json(configured["seeded"])["seeded"]
     assert applied["determinism"] is False and applied["op_determinism"] is False
     assert applied["tf_intra"] == 0 and applied["threads"] is None
     import random
@@ -83,85 +125,44 @@ def test_mode_off_changes_nothing():
     assert out["applied"]["seed"] is None and out["applied"]["seeded"] == []
 
 
-def test_no_seed_draws_one_prints_it_and_records_it():
-    proc = child("a = keras_repro.configure(mode='seeded'); print(json.dumps(a))")
-    applied = last_json(proc)
+@pytest.mark.slow
+def test_no_seed_draws_one_prints_it_and_records_it(configured):
+    applied = last_json(configured["seeded"])["drawn"]
     assert isinstance(applied["seed"], int) and applied["seed_source"] == "drawn"
-    assert f"seed={applied['seed']}" in proc.stderr, proc.stderr
+    assert f"seed={applied['seed']}" in configured["seeded"].stderr, configured["seeded"].stderr
 
 
-def test_same_policy_again_is_a_no_op_and_another_after_start_is_refused():
-    proc = child(
-        """
-        first = keras_repro.configure(seed=1, mode="deterministic", threads=1)
-        import tensorflow as tf
-        tf.constant(1.0) + 1.0   # the runtime starts
-        again = keras_repro.configure(seed=1, mode="deterministic", threads=1)
-        try:
-            keras_repro.configure(seed=2, mode="deterministic", threads=1)
-        except keras_repro.PolicyConflictError as e:
-            print(json.dumps({"same": first == again, "error": str(e)}))
-        """
-    )
-    out = last_json(proc)
+@pytest.mark.slow
+def test_same_policy_again_is_a_no_op_and_another_after_start_is_refused(configured):
+    out = last_json(configured["bitwise"])
     assert out["same"] is True
-    assert "already runs under" in out["error"] and "Fix:" in out["error"]
+    assert out["error"] and "already runs under" in out["error"] and "Fix:" in out["error"]
 
 
-def test_another_policy_before_the_runtime_starts_is_applied():
-    proc = child(
-        """
-        keras_repro.configure(seed=1, mode="seeded")
-        applied = keras_repro.configure(seed=2, mode="bitwise")
-        print(json.dumps(applied))
-        """,
-        # seeded imports TF first: on a CPU with AVX-512 VNNI/BF16 it turns oneDNN on, too late for bitwise
-        env={"TF_ENABLE_ONEDNN_OPTS": "0"},
-    )
-    assert last_json(proc)["seed"] == 2 and last_json(proc)["threads"] == 1
+@pytest.mark.slow
+def test_another_policy_before_the_runtime_starts_is_applied(configured):
+    out = last_json(configured["seeded"])
+    assert out["seeded"]["seed"] == 3 and out["seeded"]["mode"] == "seeded"
+    assert out["bitwise"]["seed"] == 2 and out["bitwise"]["threads"] == 1
 
 
-def test_threads_after_the_runtime_started_raise_too_late_with_the_fix():
-    proc = child(
-        """
-        import tensorflow as tf
-        tf.constant(1.0) + 1.0
-        try:
-            keras_repro.configure(seed=1, mode="deterministic", threads=1)
-        except keras_repro.TooLateError as e:
-            print(json.dumps({"error": str(e)}))
-        """
-    )
-    error = last_json(proc)["error"]
+@pytest.mark.slow
+def test_threads_after_the_runtime_started_raise_too_late_with_the_fix(configured):
+    error = last_json(configured["too late"])["threads"]
     assert "thread count" in error and "already started" in error
     assert "keras-repro run" in error and "configure" in error
 
 
-def test_bitwise_after_tensorflow_imported_with_onednn_on_is_too_late():
-    proc = child(
-        """
-        import tensorflow as tf
-        try:
-            keras_repro.configure(seed=1, mode="bitwise")
-        except keras_repro.ReproducibilityError as e:
-            print(json.dumps({"type": type(e).__name__, "error": str(e)}))
-        """,
-        env={"TF_ENABLE_ONEDNN_OPTS": "1"},
-    )
-    out = last_json(proc)
+@pytest.mark.slow
+def test_bitwise_after_tensorflow_imported_with_onednn_on_is_too_late(configured):
+    out = last_json(configured["too late"])["onednn"]
     assert out["type"] in ("TooLateError", "ReproducibilityError")
     assert "TF_ENABLE_ONEDNN_OPTS" in out["error"] and "Fix:" in out["error"]
 
 
-def test_bitwise_after_tensorflow_imported_with_onednn_off_is_fine():
-    proc = child(
-        """
-        import tensorflow as tf
-        print(json.dumps(keras_repro.configure(seed=1, mode="bitwise")))
-        """,
-        env={"TF_ENABLE_ONEDNN_OPTS": "0"},
-    )
-    assert last_json(proc)["onednn"] == "off"
+@pytest.mark.slow
+def test_bitwise_after_tensorflow_imported_with_onednn_off_is_fine(configured):
+    assert last_json(configured["seeded"])["bitwise"]["onednn"] == "off"
 
 
 @pytest.mark.parametrize(

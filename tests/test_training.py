@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, run_child
+from helpers import REPO
 
 from keras_repro import InvalidPolicyError, load_run
 from keras_repro.training import fit
@@ -18,14 +15,14 @@ CHILD = REPO / "tests" / "programs" / "train_child.py"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[dict, object]:
-    run_dir = tmp_path_factory.mktemp("runs")
-    proc = run_child([sys.executable, str(CHILD), "--mode", "bitwise", "--seed", "21", "--run-dir", str(run_dir),
-                      "--validation-split", "0.25"], env={"PYTHONHASHSEED": "0"})
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+def trained(training_runs) -> tuple[dict, object]:
+    # Scenario "record" of child A1 (tests/training_runs.py): configure(seed=9, mode="bitwise") in a process
+    # started with PYTHONHASHSEED=0, then fit(seed=21, mode="bitwise", validation_split=0.25).
+    out = training_runs.result("A1", "record")
     return out, load_run(out["path"])
 
 
+@pytest.mark.slow
 def test_record_has_the_contract_fields(trained):
     out, rec = trained
     assert rec["schema"] == "keras_repro.run/1" and rec.status == "completed"
@@ -55,6 +52,7 @@ def test_record_has_the_contract_fields(trained):
     assert rec["data"]["y"]["dtype"] == "int32"
 
 
+@pytest.mark.slow
 def test_metrics_are_stored_exactly(trained):
     out, rec = trained
     epochs = rec["metrics"]["epochs"]
@@ -65,6 +63,7 @@ def test_metrics_are_stored_exactly(trained):
     assert len(rec["data"]["order"]) == 2 and sorted(set(rec["data"]["order"][0]["head"])) == sorted(rec["data"]["order"][0]["head"])
 
 
+@pytest.mark.slow
 def test_the_record_is_rewritten_atomically_without_leftovers(trained):
     _, rec = trained
     assert sorted(p.name for p in Path(rec.path).parent.iterdir()) == ["run.json"]
@@ -88,35 +87,12 @@ def test_bad_fit_arguments_are_refused_before_anything_runs(kwargs, fragment):
 
 
 @pytest.mark.slow
-def test_fit_errors_on_a_bad_builder_a_conflicting_policy_and_a_failing_fit(tmp_path):
-    code = textwrap.dedent(f"""
-        import json, numpy as np, keras_repro
-        keras_repro.configure(seed=1, mode="bitwise")
-        import keras
-        errors = {{}}
-        try:
-            keras_repro.fit(lambda: "not a model", np.zeros((4, 1)), np.zeros(4), run_dir={str(tmp_path)!r})
-        except keras_repro.ReproducibilityError as e:
-            errors["builder"] = str(e)
-        def build():
-            m = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-            m.compile("sgd", "mse")
-            return m
-        try:
-            keras_repro.fit(build, np.zeros((4, 1)), np.zeros(4), mode="seeded", run_dir={str(tmp_path)!r}, verbose=0)
-        except keras_repro.PolicyConflictError as e:
-            errors["conflict"] = str(e)
-        try:
-            keras_repro.fit(build, np.zeros((4, 1)), np.zeros((5, 3)), run_dir={str(tmp_path)!r}, verbose=0)
-        except Exception as e:
-            errors["failed"] = type(e).__name__
-        print(json.dumps(errors))
-    """)
-    proc = run_child([sys.executable, "-c", code])
-    errors = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_fit_errors_on_a_bad_builder_a_conflicting_policy_and_a_failing_fit(training_runs):
+    # Scenario "errors" of child A1, a process configured with mode "bitwise": fit(mode="seeded") conflicts.
+    errors = training_runs.result("A1", "errors")["errors"]
     assert "returned str, not a keras.Model" in errors["builder"] and "Fix:" in errors["builder"]
     assert "conflicts with the policy" in errors["conflict"]
     assert "failed" in errors
-    records = [load_run(p) for p in tmp_path.iterdir()]
+    records = [load_run(p) for p in training_runs.run_dir("A1", "errors").iterdir()]
     assert [r.status for r in records] == ["failed"], "the failing fit must leave a record saying failed"
     assert records[0]["error"]

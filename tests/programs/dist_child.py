@@ -5,13 +5,16 @@
 --strategy none: the same training without any strategy (for the worker-count comparison).
 --strategy ps: an in-process ParameterServerStrategy cluster on 127.0.0.1 (must be refused).
 
-Prints one JSON line: record path, weight hashes, the hex of every step loss, the distribution section.
-The order in the program is the order the docs prescribe: configure, split devices, create the strategy,
-then build and fit.
+Prints one JSON line per fit: record path, weight hashes, the hex of every step loss, the distribution
+section. The order in the program is the order the docs prescribe: configure, split devices, create the
+strategy, then build and fit. One process can fit several times with its strategy: each
+`--scenario "--name N --how H --input I --seed S --run-dir D"` is one fit (without any, the top-level
+--how/--input/--run-dir make the one fit).
 """
 
 import argparse
 import json
+import shlex
 import socket
 import sys
 import time
@@ -38,10 +41,22 @@ parser.add_argument("--how", choices=["scope", "kwarg", "built"], default="scope
 parser.add_argument("--input", choices=["numpy", "dataset"], default="numpy")
 parser.add_argument("--dropout", type=float, default=0.25)
 parser.add_argument("--epochs", type=int, default=2)
-parser.add_argument("--run-dir", required=True)
+parser.add_argument("--run-dir")
+parser.add_argument("--scenario", action="append", default=[], help="one fit: scenario arguments in one string")
 args = parser.parse_args()
 
+scenario_parser = argparse.ArgumentParser(prog="scenario")
+scenario_parser.add_argument("--name", default="fit")
+scenario_parser.add_argument("--how", choices=["scope", "kwarg", "built"], default=args.how)
+scenario_parser.add_argument("--input", choices=["numpy", "dataset"], default=args.input)
+scenario_parser.add_argument("--seed", type=int, default=None, help="fit(seed=...); default: the configured seed")
+scenario_parser.add_argument("--run-dir", default=args.run_dir)
+scenarios = [scenario_parser.parse_args(shlex.split(s)) for s in args.scenario] or [scenario_parser.parse_args([])]
+
 keras_repro.configure(seed=args.seed, mode=args.mode)  # 1. before TensorFlow's runtime starts
+from keras_repro import runtime  # noqa: E402
+
+started_by_configure = runtime.runtime_started()  # it must not be: devices could no longer be split
 mark("configured")
 
 import tensorflow as tf  # noqa: E402
@@ -87,40 +102,48 @@ def build():
     return model
 
 
-inputs = (x, y)
-fit_kwargs = dict(epochs=args.epochs, verbose=0, run_dir=args.run_dir, batch_size=32)
-if args.input == "dataset":
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(256).batch(32)
-    inputs = (ds,)
-    del fit_kwargs["batch_size"]
-
-try:
+def fit(s):
+    inputs = (x, y)
+    fit_kwargs = dict(epochs=args.epochs, verbose=0, run_dir=s.run_dir, batch_size=32)
+    if s.seed is not None:
+        fit_kwargs["seed"] = s.seed
+    if s.input == "dataset":
+        if s.seed is not None and args.mode != "off":
+            runtime.seed_everything(s.seed)  # as configure(seed) did before the first pipeline was built
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(256).batch(32)
+        inputs = (ds,)
+        del fit_kwargs["batch_size"]
     if strategy is None:
-        history = keras_repro.fit(build, *inputs, **fit_kwargs)
-    elif args.how == "kwarg":
-        history = keras_repro.fit(build, *inputs, strategy=strategy, **fit_kwargs)
-    elif args.how == "built":
+        return keras_repro.fit(build, *inputs, **fit_kwargs)
+    if s.how == "kwarg":
+        return keras_repro.fit(build, *inputs, strategy=strategy, **fit_kwargs)
+    if s.how == "built":
         with strategy.scope():
             model = build()
-        history = keras_repro.fit(model, *inputs, **fit_kwargs)
-    else:
-        with strategy.scope():
-            history = keras_repro.fit(build, *inputs, **fit_kwargs)
-except keras_repro.ReproducibilityError as e:
-    print(json.dumps({"refused": f"{type(e).__name__}: {e}"}))
-    sys.stdout.flush()
-    sys.exit(3)
+        return keras_repro.fit(model, *inputs, **fit_kwargs)
+    with strategy.scope():
+        return keras_repro.fit(build, *inputs, **fit_kwargs)
 
-mark("fit done")
-run = history.run
-print(json.dumps({
-    "path": str(run.path),
-    "initial": run.initial_weights_sha256,
-    "final": run.final_weights_sha256,
-    "steps": [float.hex(s) for s in run.steps],
-    "epochs": [{k: float.hex(v) for k, v in e.items()} for e in run["metrics"]["epochs"]],
-    "distribution": run.get("distribution"),
-    "warnings": run["applied"]["warnings"],
-}))
-sys.stdout.flush()
+
+for scenario in scenarios:
+    try:
+        history = fit(scenario)
+    except keras_repro.ReproducibilityError as e:
+        print(json.dumps({"name": scenario.name, "refused": f"{type(e).__name__}: {e}"}))
+        sys.stdout.flush()
+        sys.exit(3)
+    mark(f"fit {scenario.name} done")
+    run = history.run
+    print(json.dumps({
+        "name": scenario.name,
+        "path": str(run.path),
+        "initial": run.initial_weights_sha256,
+        "final": run.final_weights_sha256,
+        "steps": [float.hex(s) for s in run.steps],
+        "epochs": [{k: float.hex(v) for k, v in e.items()} for e in run["metrics"]["epochs"]],
+        "distribution": run.get("distribution"),
+        "warnings": run["applied"]["warnings"],
+        "runtime_started_by_configure": started_by_configure,
+    }))
+    sys.stdout.flush()
 mark("exiting")
