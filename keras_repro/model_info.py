@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -129,6 +130,29 @@ def _describe(obj: Any) -> Any:
     return name
 
 
+def _snake_case(name: str) -> str:
+    """Keras's `to_snake_case` (keras/src/utils/naming.py): `AdamW` -> `adam_w`, `RMSprop` -> `rm_sprop`."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def canonical_optimizer_name(name: Any, class_name: str) -> Any:
+    """An optimizer's name without the per-process counter Keras appends to unnamed ones.
+
+    Keras names unnamed optimizers `adam`, `adam_1`, `adam_2`, ... in the order a process creates them, so
+    the same script's record would otherwise differ (and a resume be refused) only because an earlier
+    model in the process made an optimizer too. A name the user chose is kept as it is.
+
+    Example:
+        >>> canonical_optimizer_name("adam_4", "Adam"), canonical_optimizer_name("my_opt", "Adam")
+        ('adam', 'my_opt')
+    """
+    if not isinstance(name, str):
+        return name
+    base = _snake_case(class_name)
+    return base if re.fullmatch(re.escape(base) + r"(_\d+)?", name) else name
+
+
 def hyperparameters(model: Any, user: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Optimizer class and config (learning rate first), loss, metrics, compile flags, and the user's dict."""
     optimizer = getattr(model, "optimizer", None)
@@ -146,6 +170,7 @@ def hyperparameters(model: Any, user: Mapping[str, Any] | None = None) -> dict[s
             config = to_jsonable(optimizer.get_config())
             if isinstance(config.get("learning_rate"), float):
                 config["learning_rate"] = out["learning_rate"]  # the same float32 value, said the same way
+            config["name"] = canonical_optimizer_name(config.get("name"), type(optimizer).__name__)
             out["optimizer_config"] = config
         except Exception:
             pass
