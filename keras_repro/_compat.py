@@ -41,3 +41,21 @@ def _unused(*_: Any) -> None:  # keeps `Any` imported for accessors added below
 
 # Accessors ---------------------------------------------------------------------------------------
 # One function per internal, named after what it gives, each through `internal(...)`.
+
+
+# --- locate ---
+def dataset_chain(dataset: Any, limit: int = 12) -> list[str]:
+    """The op names of a tf.data pipeline, last transformation first: ['MapDataset', 'TensorSliceDataset'].
+
+    Reads `DatasetV2._inputs()` (private); used to name a data source in `keras-repro check --locate`.
+    """
+
+    def walk() -> list[str]:
+        names, current = [], [dataset]
+        while current and len(names) < limit:
+            ds = current[0]
+            names.append(type(ds).__name__.lstrip("_"))
+            current = list(ds._inputs())
+        return names
+
+    return internal("tf.data.Dataset._inputs", walk)

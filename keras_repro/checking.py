@@ -77,6 +77,7 @@ class CheckResult:
     runs: tuple[ChildRun, ...]
     problems: tuple[str, ...]
     pairings: tuple[Pairing, ...]
+    located: tuple[str, ...] = ()  # issue 12: the `--locate` report (keras_repro/locate.py)
 
     @property
     def reproducible(self) -> bool:
@@ -100,6 +101,7 @@ class CheckResult:
             out.append(f"{pairing.label()}: differ")
             out += [f"  {line}" for line in c.lines()]
             out += [f"  likely source: {hint}" for hint in likely_sources(c)]
+        out += list(self.located)
         if self.problems:
             out.append("cannot check: see the problems above")
         else:
@@ -115,6 +117,7 @@ def run_check(
     cwd: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
     progress: Callable[[str], None] | None = None,
+    locate: bool | None = None,
 ) -> CheckResult:
     """Runs `command` `runs` times in fresh processes and compares the records they write.
 
@@ -125,6 +128,9 @@ def run_check(
         cwd: the children's working directory.
         timeout: seconds each run may take (None: no limit).
         progress: called with a line before each run starts (the CLI prints it on stderr).
+        locate: rerun the first differing pair with instrumentation to find where the step first computes
+            differently (keras_repro/locate.py); None (default): only when no recorded cause explains the
+            difference; False: never.
 
     Raises:
         ReproducibilityError: no command, fewer than 2 runs, or the command cannot be started.
@@ -147,7 +153,20 @@ def run_check(
     if problems:
         return CheckResult(tuple(children), tuple(problems), ())
     pairings, load_problems = _compare_runs(children)
-    return CheckResult(tuple(children), tuple(load_problems), tuple(pairings) if not load_problems else ())
+    if load_problems:
+        return CheckResult(tuple(children), tuple(load_problems), ())
+    located = _locate(command, children, pairings, locate, environ, cwd, timeout, progress)
+    return CheckResult(tuple(children), (), tuple(pairings), tuple(located))
+
+
+def _locate(command: Sequence[str], children: Sequence[ChildRun], pairings: Sequence[Pairing], locate: bool | None,
+            environ: Mapping[str, str] | None,
+            cwd: str | os.PathLike[str] | None, timeout: float | None, progress: Callable[[str], None] | None) -> list[str]:
+    """issue 12: the `--locate` report for the first differing pairing (automatic when unexplained)."""
+    from keras_repro.locate import locate_pairing
+
+    records = [child.records for child in children]
+    return locate_pairing(command, records, pairings, locate, environ=environ, cwd=cwd, timeout=timeout, progress=progress)
 
 
 def _run_child(command: Sequence[str], index: int, records_file: Path, environ: Mapping[str, str] | None,
