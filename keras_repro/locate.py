@@ -191,8 +191,8 @@ def _input_lines(a: Mapping[str, Any], b: Mapping[str, Any], differing: list[str
         lines.append(f"locate: {_source_name(source)} holds a {kind} (attribute {attr!r}) whose state differs between "
                      "the runs: it was created without a seed")
     name = _source_name(a.get("source"))
-    lines.append(f"locate: fix: seed every random source in {name}: pass it a seeded generator, e.g. "
-                 f"np.random.default_rng(seed) with keras_repro's seed, instead of np.random.default_rng() "
+    lines.append(f"locate: fix: seed every random source in {name}: pass it a seeded generator, "
+                 f"np.random.default_rng(seed) with the seed you give keras_repro, instead of np.random.default_rng() "
                  f"(global seeds never reach a Generator created without one)")
     return lines
 
@@ -249,9 +249,9 @@ def _layer_lines(layer: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str,
 
 def _layer_fix(name: Any, ops: Sequence[str], kinds: Sequence[str]) -> str:
     if "tf.random.Generator" in kinds or any(op.startswith("Rng") or op.startswith("Stateful") for op in ops):
-        return (f"seed the tf.random.Generator of {name!r} from keras_repro's seed, e.g. "
-                f"tf.random.Generator.from_seed(seed) (not from the clock or from_non_deterministic_state()), "
-                f"or use keras.random ops with a keras.random.SeedGenerator(seed)")
+        return (f"seed the tf.random.Generator of {name!r} from keras_repro's seed: "
+                f"tf.random.Generator.from_seed(seed) with the seed you give keras_repro.configure/fit, not from "
+                f"the clock or from_non_deterministic_state(); or use keras.random ops with a keras.random.SeedGenerator(seed)")
     if any("PyFunc" in op for op in ops) or any(k.startswith("np.") or k.startswith("random.") for k in kinds):
         return (f"{name!r} runs Python code (tf.py_function / numpy_function) whose randomness no global seed "
                 f"reaches: give it a seeded np.random.default_rng(seed), or use keras.random ops with a SeedGenerator")
