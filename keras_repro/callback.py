@@ -163,6 +163,7 @@ class ReproCallback(keras.callbacks.Callback):
             return
         self._finished = True
         _OPEN_RUNS.discard(self)
+        self._flush_step_inputs()  # issue 12
         if self.model is not None and status != "completed":
             try:
                 self._data["model"]["final_weights_sha256"] = model_info.weights_sha256(self.model)
@@ -173,6 +174,16 @@ class ReproCallback(keras.callbacks.Callback):
         if error is not None:
             self._data["error"] = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         self._write()
+
+    def _flush_step_inputs(self) -> None:
+        """issue 12: appends the input digests not yet in `data.steps` (keras_repro/input_digest.py)."""
+        steps = (self._data or {}).get("data", {}) or {}
+        steps = steps.get("steps") if isinstance(steps, dict) else None
+        if steps is not None and self.step_inputs is not None:
+            try:
+                self.step_inputs.flush(steps)
+            except Exception:  # a record must still be written when the runtime is shutting down
+                pass
 
     # Keras hooks --------------------------------------------------------------------------------------
     def set_model(self, model: Any) -> None:
@@ -257,13 +268,14 @@ class ReproCallback(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         self._data["metrics"]["steps"].append(float(loss) if loss is not None else None)
         steps = self._data["data"].get("steps")
-        if steps is not None:  # issue 12: the digests of the batch this step trained on
-            steps.append(self.step_inputs.read())
+        if steps is not None:  # issue 12: the digests of the batches trained on (read every few hundred steps)
+            self.step_inputs.after_step(steps)
         self._epoch_steps += 1
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         if self._data is None:
             return
+        self._flush_step_inputs()  # issue 12
         metrics = self._data["metrics"]
         metrics["epochs"].append(to_jsonable(dict(logs or {})))
         metrics["steps_per_epoch"].append(self._epoch_steps)

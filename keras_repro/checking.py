@@ -128,9 +128,10 @@ def run_check(
         cwd: the children's working directory.
         timeout: seconds each run may take (None: no limit).
         progress: called with a line before each run starts (the CLI prints it on stderr).
-        locate: rerun the first differing pair with instrumentation to find where the step first computes
-            differently (keras_repro/locate.py); None (default): only when no recorded cause explains the
-            difference; False: never.
+        locate: rerun the command twice more with the first diverging step of each differing record of
+            runs 1 and 2 instrumented, to find where that step first computes differently
+            (keras_repro/locate.py); None (default): only for differences no recorded cause explains;
+            False: never.
 
     Raises:
         ReproducibilityError: no command, fewer than 2 runs, or the command cannot be started.
@@ -162,7 +163,7 @@ def run_check(
 def _locate(command: Sequence[str], children: Sequence[ChildRun], pairings: Sequence[Pairing], locate: bool | None,
             environ: Mapping[str, str] | None,
             cwd: str | os.PathLike[str] | None, timeout: float | None, progress: Callable[[str], None] | None) -> list[str]:
-    """issue 12: the `--locate` report for the first differing pairing (automatic when unexplained)."""
+    """issue 12: the `--locate` report for the differing records of runs 1 and 2 (automatic when unexplained)."""
     from keras_repro.locate import locate_pairing
 
     records = [child.records for child in children]

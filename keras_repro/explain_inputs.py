@@ -69,7 +69,9 @@ def input_step_causes(ra: Any, rb: Any) -> list[Cause]:
     what = ", ".join(differing) + (f"; {', '.join(same)} identical" if same else "")
     sa, sb = _steps(ra), _steps(rb)
     assert sa is not None and sb is not None
-    message = f"the inputs of {where(ra, k)} differ ({what}): the data pipeline is the source"
+    losses = (ra.get("metrics") or {}).get("steps") or []
+    aligned = not losses or len(sa) == len(losses)  # not under steps_per_execution > 1
+    message = f"the inputs of {where(ra, k) if aligned else f'train step {k}'} differ ({what}): the data pipeline is the source"
     return [Cause("data", f"data.steps.{k}", sa[k], sb[k], message, "content")]
 
 

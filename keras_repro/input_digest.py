@@ -2,7 +2,8 @@
 
 `StepInputs.install(model)` wraps the model's `train_step` (an instance attribute, the class is not
 touched) so that each step first digests `x`, `y` and `sample_weight` in-graph and stores the three
-digests in one small int64 variable; `ReproCallback` reads it after every step into `data.steps`. The
+digests in a row of a small int64 ring buffer; `ReproCallback` reads the buffer every few hundred steps
+and at each epoch end into `data.steps`, one entry per train step. The
 digest sees the batch *as fed*, after every adapter, so arrays, `tf.data` pipelines, generators and
 `keras.utils.PyDataset` are covered alike. It is written with plain integer ops (bitcast, multiply, sum),
 so it also runs inside XLA-compiled train steps, where `tf.fingerprint` has no kernel.
@@ -12,12 +13,13 @@ The digest of a tensor is `sum_i(word_i * m_i) mod 2**64`, over its bytes read a
 Integer sums are exact in any order, so the digest itself is deterministic. It is not cryptographic: it
 tells "the same batch" from "another batch", which is all `diff` needs.
 
-Limits: under `steps_per_execution > 1` one entry covers an execution and digests its last batch; under
-a `tf.distribute` strategy nothing is recorded (`data.steps` is null).
+Limits: under `steps_per_execution > 1` there is still one entry per train step, so `data.steps` is
+longer than `metrics.steps` (one entry per execution); under a `tf.distribute` strategy nothing is
+recorded (`data.steps` is null).
 
 Example:
     >>> tap = StepInputs.install(model)        # doctest: +SKIP
-    >>> model.fit(x, y, epochs=1)              # doctest: +SKIP  (the callback calls tap.read() per step)
+    >>> model.fit(x, y, epochs=1)              # doctest: +SKIP  (the callback calls tap.after_step(...))
     >>> tap.read()                             # doctest: +SKIP
     {'x': '5c1f2a09ab44e1d2', 'y': '09ab44e1d25c1f2a'}
 """
@@ -87,11 +89,16 @@ def hex64(value: int) -> str:
 
 
 class StepInputs:
-    """The digest variable of one model and the wrapper that fills it.
+    """The digest buffer of one model and the wrapper that fills it.
 
-    Use `StepInputs.install(model)` before the model's train function is made (ReproCallback does it
-    in `set_model`, which Keras calls before `make_train_function`).
+    Each train step writes its digests into row `counter % CAPACITY` of an int64 variable and counts
+    itself; `after_step` reads the buffer only every few dozen steps (`flush` at each epoch end), so a
+    step pays for a few in-graph ops, not for a device-to-host read. Use `StepInputs.install(model)`
+    before the model's train function is made (ReproCallback does it in `set_model`, which Keras calls
+    before `make_train_function`).
     """
+
+    CAPACITY = 256
 
     def __init__(self, model: Any) -> None:
         import tensorflow as tf
@@ -99,10 +106,17 @@ class StepInputs:
         self._tf = tf
         self.present: tuple[str, ...] | None = None  # known once the step is traced
         self.reason: str | None = None
-        with tf.init_scope():
-            self.variable = tf.Variable(tf.zeros([len(COMPONENTS)], tf.int64), trainable=False,
-                                        name="keras_repro_step_inputs")
         self.original = model.train_step
+        self.per_call = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+        self._read = 0  # train steps already appended to the record
+        self._pending = 0  # on_train_batch_end calls since the last read
+        if _distributed(tf, model):
+            self.reason = "not recorded under a tf.distribute strategy"
+            return
+        with tf.init_scope():
+            self.buffer = tf.Variable(tf.zeros([self.CAPACITY, len(COMPONENTS)], tf.int64), trainable=False,
+                                      name="keras_repro_step_inputs")
+            self.counter = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="keras_repro_step_count")
 
     @classmethod
     def install(cls, model: Any) -> "StepInputs":
@@ -117,8 +131,7 @@ class StepInputs:
             return existing
         tap = cls(model)
         object.__setattr__(model, _MARK, tap)
-        if _distributed(tap._tf, model):
-            tap.reason = "not recorded under a tf.distribute strategy"
+        if tap.reason is not None:
             return tap
         object.__setattr__(model, "train_step", tap._train_step)
         if getattr(model, "train_function", None) is not None:
@@ -133,14 +146,38 @@ class StepInputs:
         digests = [digest_structure(tf, part) for part in (x, y, sample_weight)]
         self.present = tuple(name for name, d in zip(COMPONENTS, digests) if d is not None)
         zero = tf.constant(0, tf.int64)
-        self.variable.assign(tf.stack([zero if d is None else d for d in digests]))
+        row = tf.stack([zero if d is None else d for d in digests])
+        self.buffer.scatter_nd_update(tf.reshape(self.counter % self.CAPACITY, [1, 1]), tf.reshape(row, [1, -1]))
+        self.counter.assign_add(1)
         return self.original(data)
+
+    def after_step(self, steps: list[Any]) -> None:
+        """Called after every step: appends the buffered digests to `steps` when the buffer may fill."""
+        self._pending += 1
+        if (self._pending + 1) * self.per_call > self.CAPACITY:
+            self.flush(steps)
+
+    def flush(self, steps: list[Any]) -> None:
+        """Appends the digests of every train step not yet in `steps`, one entry per step, in order."""
+        self._pending = 0
+        if self.present is None or self.reason is not None:
+            return
+        total = int(self.counter.numpy())
+        rows = self.buffer.numpy()
+        for step in range(self._read, total):
+            if total - step > self.CAPACITY:  # overwritten before it was read (cannot happen with after_step)
+                steps.append(None)
+                continue
+            values = rows[step % self.CAPACITY]
+            steps.append({name: hex64(values[k]) for k, name in enumerate(COMPONENTS) if name in self.present})
+        self._read = total
 
     def read(self) -> dict[str, str] | None:
         """The digests of the last step: {"x": hex, "y": hex[, "sample_weight": hex]}; None if not traced."""
-        if self.present is None:
+        if self.present is None or self.reason is not None:
             return None
-        values = self.variable.numpy()
+        total = int(self.counter.numpy())
+        values = self.buffer.numpy()[(total - 1) % self.CAPACITY]
         return {name: hex64(values[k]) for k, name in enumerate(COMPONENTS) if name in self.present}
 
 

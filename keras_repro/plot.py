@@ -180,8 +180,8 @@ def _plot_metric(ax: Any, name: str, records: Sequence[RunRecord], colors: list[
 def _mark(ax: Any, x: float, color: str, text: str) -> None:
     """A dotted vertical line at `x` with a note beside it (left of the line in the right part of the panel).
 
-    Each further mark on the same panel goes one note lower and its line is offset a little, so that runs
-    diverging at the same step each stay visible (issue 12).
+    Each further mark on the same panel gets its note one row lower and a marker of its own at the top of
+    the line, so that runs diverging at the same step each stay visible (issue 12).
     """
     slot = len(ax.texts)  # the notes already on this panel
     markers = ("v", "^", "s", "D", "o", "P", "X")

@@ -102,3 +102,20 @@ def test_describe_source():
     assert describe_source(np.ones(3)) is None
     ds = tf.data.Dataset.range(4).map(lambda v: v + 1).batch(2)
     assert describe_source(ds) == "tf.data BatchDataset <- MapDataset <- RangeDataset"
+
+
+def test_ring_buffer_wraps_and_steps_per_execution(tmp_path, monkeypatch):
+    monkeypatch.setattr(StepInputs, "CAPACITY", 4)
+    x = np.arange(30, dtype="float32").reshape(10, 3)
+    y = np.zeros((10, 2), "float32")
+    cb = ReproCallback(tmp_path)
+    _model().fit(x, y, batch_size=1, epochs=1, shuffle=False, verbose=0, callbacks=[cb])
+    steps = cb.record["data"]["steps"]
+    assert [s["x"] for s in steps] == [_hex(x[k : k + 1]) for k in range(10)]
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse", steps_per_execution=3)
+    cb = ReproCallback(tmp_path)
+    model.fit(x, y, batch_size=1, epochs=1, shuffle=False, verbose=0, callbacks=[cb])
+    steps = cb.record["data"]["steps"]
+    assert len(cb.record.steps) == 4 and len(steps) == 10  # one entry per train step, not per execution
+    assert [s["x"] for s in steps] == [_hex(x[k : k + 1]) for k in range(10)]
