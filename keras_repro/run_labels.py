@@ -1,15 +1,18 @@
 """Human labels for runs: the script and the settings that differ between the runs shown together.
 
 `plot` used to label curves by run id, which says nothing about which run is which. `human_labels` names
-each run by its script and the recorded settings that differ among the runs (seed, mode, threads,
-hyperparameters, fit arguments, flags, command-line arguments), e.g. `train.py seed=1` and
-`train.py seed=2`; runs that differ in nothing recorded are numbered. TensorFlow-free.
+each run by its script and the recorded settings that differ (seed, mode, threads, hyperparameters, fit
+arguments, flags, command-line arguments): the first run by its values of every setting that differs
+anywhere, each other run by what differs from the first, e.g. `train.py seed=1` and `train.py seed=2`;
+runs that differ in nothing recorded are numbered. TensorFlow-free.
 
 Example:
     >>> a = {"code": {"script": "/x/train.py"}, "applied": {"seed": 1}}
     >>> b = {"code": {"script": "/x/train.py"}, "applied": {"seed": 2}}
     >>> human_labels([a, b])
     ['train.py seed=1', 'train.py seed=2']
+    >>> human_labels([a, b, {"code": {"script": "/x/train.py"}, "applied": {"seed": 1, "mode": "off"}}])
+    ['train.py seed=1, mode=None', 'train.py seed=2', 'train.py mode=off']
 """
 
 from __future__ import annotations
@@ -57,6 +60,19 @@ def _flat(section: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _prune(keys: list[str], settings: Mapping[str, Any]) -> list[str]:
+    """Drops what only repeats another key: the raw arguments when a setting is named, a flag that feeds a
+    hyperparameter of the same value (`--learning_rate` beside `learning_rate`), `--repro_*` flags."""
+    named = [k for k in keys if k != "args"]
+    kept = []
+    for key in named:
+        base = key[2:] if key.startswith("--") else None
+        if base is not None and (base.startswith("repro_") or repr(settings.get(base)) == repr(settings.get(key))):
+            continue
+        kept.append(key)
+    return kept or ([k for k in keys if k == "args"] if not named else [])
+
+
 def _script(rec: Any, index: int) -> str:
     code = _get(rec, "code")
     script = code.get("script") or (code.get("argv") or [None])[0]
@@ -86,13 +102,14 @@ def human_labels(records: Sequence[Any], labels: Sequence[str] | None = None) ->
     settings = [_settings(r) for r in records]
     keys = list(dict.fromkeys(k for s in settings for k in s))
     differing = [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
-    if "args" in differing and len(differing) > 1:
-        differing.remove("args")  # the setting it changed is named already
     out = []
     for i, (rec, s) in enumerate(zip(records, settings)):
-        parts = [f"{k}={_text(s.get(k))}" for k in differing[:_MAX_SETTINGS]]
-        if len(differing) > _MAX_SETTINGS:
-            parts.append(f"+{len(differing) - _MAX_SETTINGS} more")
+        # The first run shows its values of what differs anywhere; the others what differs from it.
+        own = differing if i == 0 else [k for k in differing if repr(s.get(k)) != repr(settings[0].get(k))]
+        own = _prune(own, s)
+        parts = [f"{k}={_text(s.get(k))}" for k in own[:_MAX_SETTINGS]]
+        if len(own) > _MAX_SETTINGS:
+            parts.append(f"+{len(own) - _MAX_SETTINGS} more")
         out.append(" ".join([_script(rec, i), ", ".join(parts)]).strip() if parts else _script(rec, i))
     if len(set(out)) < len(out):  # nothing recorded tells them apart: number them
         out = [f"{label} (run {i + 1})" for i, label in enumerate(out)]

@@ -25,13 +25,18 @@ def test_labels_name_the_script_and_the_settings_that_differ(tmp_path):
     from keras_repro.comparison import as_record
 
     records = [as_record(p) for p in _three(tmp_path)]
-    assert human_labels(records) == ["train.py seed=42, learning_rate=0.001", "train.py seed=42, learning_rate=0.003",
-                                     "train.py seed=7, learning_rate=0.001"]
+    # The first run: its values of what differs anywhere; the others: what differs from the first.
+    assert human_labels(records) == ["train.py seed=42, learning_rate=0.001", "train.py learning_rate=0.003",
+                                     "train.py seed=7"]
     same = [as_record(make_record(tmp_path, f"s{i}")) for i in range(2)]
     assert human_labels(same) == ["train.py (run 1)", "train.py (run 2)"]
     assert human_labels(records, ["a", "b", "c"]) == ["a", "b", "c"]
     with pytest.raises(ReproducibilityError, match="one --label per run"):
         human_labels(records, ["a"])
+    flagged = [as_record(make_record(tmp_path, f"f{i}", code__flags={"learning_rate": lr, "repro_seed": 1},
+                                     hyperparameters__learning_rate=lr, code__argv=["train.py", f"--learning_rate={lr}"]))
+               for i, lr in enumerate((0.001, 0.003))]
+    assert human_labels(flagged) == ["train.py learning_rate=0.001", "train.py learning_rate=0.003"]
 
 
 def test_every_diverging_run_gets_its_own_visible_mark(tmp_path):
