@@ -85,7 +85,9 @@ def main() -> int:
         code = keras_repro_cli("diff", str(baseline), str(other))
         print(f"(exit code {code}: {'identical' if code == 0 else 'different'})\n")
     png = out / "curves.png"
-    keras_repro_cli("plot", str(baseline), str(added), str(unseeded), str(again), "-o", str(png))
+    labels = ["baseline", "(a) team added images", "(b) learning rate 3e-3", "(c) no seeds", "(d) bitwise, again"]
+    keras_repro_cli("plot", str(baseline), str(added), str(lr), str(unseeded), str(again), "-o", str(png),
+                    *(arg for label in labels for arg in ("--label", label)))
     print(f"\nCurves: {png}\nRecords: {out / 'runs'}  (try: keras-repro show {baseline.parent})")
     return 0
 

@@ -235,3 +235,20 @@ def model_checkpoint_counters(callback: Any, values: dict[str, Any] | None = Non
         return {name: getattr(callback, name) for name in _MODEL_CHECKPOINT_COUNTERS}
 
     return internal("keras.callbacks.ModelCheckpoint._batches_seen_since_last_saving/_last_batch_seen", get)
+
+# --- locate ---
+def dataset_chain(dataset: Any, limit: int = 12) -> list[str]:
+    """The op names of a tf.data pipeline, last transformation first: ['MapDataset', 'TensorSliceDataset'].
+
+    Reads `DatasetV2._inputs()` (private); used to name a data source in `keras-repro check --locate`.
+    """
+
+    def walk() -> list[str]:
+        names, current = [], [dataset]
+        while current and len(names) < limit:
+            ds = current[0]
+            names.append(type(ds).__name__.lstrip("_"))
+            current = list(ds._inputs())
+        return names
+
+    return internal("tf.data.Dataset._inputs", walk)

@@ -88,6 +88,9 @@ class ReproCallback(keras.callbacks.Callback):
         self.path: Path | None = None
         self._epoch_steps = 0
         self._finished = False
+        self.source: Any = None  # issue 12: the `x` given to fit, named by `check --locate` (keras_repro.fit sets it)
+        self.step_inputs: Any = None  # issue 12: keras_repro.input_digest.StepInputs of the model
+        self.locator: Any = None  # issue 12: keras_repro.locate_capture.Locator in `check --locate` reruns
 
     # The record -------------------------------------------------------------------------------------
     @property
@@ -160,6 +163,7 @@ class ReproCallback(keras.callbacks.Callback):
             return
         self._finished = True
         _OPEN_RUNS.discard(self)
+        self._flush_step_inputs()  # issue 12
         if self.model is not None and status != "completed":
             try:
                 self._data["model"]["final_weights_sha256"] = model_info.weights_sha256(self.model)
@@ -171,7 +175,24 @@ class ReproCallback(keras.callbacks.Callback):
             self._data["error"] = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         self._write()
 
+    def _flush_step_inputs(self) -> None:
+        """issue 12: appends the input digests not yet in `data.steps` (keras_repro/input_digest.py)."""
+        steps = (self._data or {}).get("data", {}) or {}
+        steps = steps.get("steps") if isinstance(steps, dict) else None
+        if steps is not None and self.step_inputs is not None:
+            try:
+                self.step_inputs.flush(steps)
+            except Exception:  # a record must still be written when the runtime is shutting down
+                pass
+
     # Keras hooks --------------------------------------------------------------------------------------
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+        # issue 12: per-step input digests (data.steps); Keras calls set_model before make_train_function.
+        from keras_repro.input_digest import StepInputs
+
+        self.step_inputs = StepInputs.install(model)
+
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         self.start()
         assert self._data is not None
@@ -198,7 +219,11 @@ class ReproCallback(keras.callbacks.Callback):
                 "validation": fingerprint(self._inputs["validation_data"]),
             }
         data.setdefault("order", None)
+        data["steps"] = [] if self.step_inputs is not None and self.step_inputs.reason is None else None  # issue 12
         self._data["data"] = data
+        from keras_repro import locate_capture  # issue 12: only active in `keras-repro check --locate` reruns
+
+        self.locator = locate_capture.Locator.from_environment(self)
         if self.resumed is not None:
             self._continue(self.resumed)
         self._write()
@@ -211,6 +236,8 @@ class ReproCallback(keras.callbacks.Callback):
         self._data["model"]["initial_weights_sha256"] = (old.get("model") or {}).get("initial_weights_sha256")
         old_data = old.get("data") or {}
         self._data["data"]["order"] = copy.deepcopy(old_data.get("order"))
+        if isinstance(old_data.get("steps"), list) and self._data["data"].get("steps") is not None:  # issue 12
+            self._data["data"]["steps"] = copy.deepcopy(old_data["steps"])
         old_x, new_x = old_data.get("x"), self._data["data"].get("x")
         if isinstance(old_x, dict) and isinstance(new_x, dict) and old_x.get("first_elements"):
             new_x["first_elements"] = old_x["first_elements"]
@@ -231,16 +258,24 @@ class ReproCallback(keras.callbacks.Callback):
                 order.append(self.order_source(epoch))
             self._data["data"]["order"] = order
 
+    def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        if self.locator is not None and self._data is not None:  # issue 12: `check --locate` reruns only
+            self.locator.before_step(len(self._data["metrics"]["steps"]))
+
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         if self._data is None:
             return
         loss = (logs or {}).get("loss")
         self._data["metrics"]["steps"].append(float(loss) if loss is not None else None)
+        steps = self._data["data"].get("steps")
+        if steps is not None:  # issue 12: the digests of the batches trained on (read every few hundred steps)
+            self.step_inputs.after_step(steps)
         self._epoch_steps += 1
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         if self._data is None:
             return
+        self._flush_step_inputs()  # issue 12
         metrics = self._data["metrics"]
         metrics["epochs"].append(to_jsonable(dict(logs or {})))
         metrics["steps_per_epoch"].append(self._epoch_steps)

@@ -76,6 +76,7 @@ def find_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause]:
     """Every recorded difference between two runs, as causes in `CATEGORIES` order; notes go to `notes`."""
     causes: list[Cause] = []
     causes += _data_causes(ra, rb, notes)
+    causes += _input_step_causes(ra, rb)  # issue 12
     causes += _section_causes(ra, rb, "hyperparameters", "hyperparameters", "hyperparameter", notes)
     causes += _section_causes(ra, rb, "fit", "fit", "fit argument", notes)
     causes += _code_causes(ra, rb, notes)
@@ -85,6 +86,13 @@ def find_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause]:
     causes += _distribution_causes(ra, rb)
     causes += _environment_causes(ra, rb, notes)
     return causes
+
+
+def _input_step_causes(ra: RunRecord, rb: RunRecord) -> list[Cause]:
+    """issue 12: the first step whose input digests (data.steps) differ (keras_repro/explain_inputs.py)."""
+    from keras_repro.explain_inputs import input_step_causes
+
+    return input_step_causes(ra, rb)
 
 
 # --- values ---------------------------------------------------------------------------------------

@@ -85,6 +85,7 @@ class CheckResult:
     pairings: tuple[Pairing, ...]
     command: tuple[str, ...] = ()
     policy: Policy | None = None  # as given to check; None: none (mode off, record only)
+    located: tuple[str, ...] = ()  # issue 12: the `--locate` report (keras_repro/locate.py)
 
     @property
     def reproducible(self) -> bool:
@@ -108,6 +109,7 @@ class CheckResult:
             out.append(f"{pairing.label()}: differ")
             out += [f"  {line}" for line in c.lines()]
             out += [f"  likely source: {hint}" for hint in likely_sources(c, pairing.records)]
+        out += list(self.located)
         fix = self.fix()
         if fix:
             out.append(f"fix: {fix}")
@@ -139,6 +141,7 @@ def run_check(
     cwd: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
     progress: Callable[[str], None] | None = None,
+    locate: bool | None = None,
 ) -> CheckResult:
     """Runs `command` `runs` times in fresh processes and compares the records they write.
 
@@ -153,6 +156,10 @@ def run_check(
         cwd: the children's working directory.
         timeout: seconds each run may take (None: no limit).
         progress: called with a line before each run starts (the CLI prints it on stderr).
+        locate: rerun the command twice more with the first diverging step of each differing record of
+            runs 1 and 2 instrumented, to find where that step first computes differently
+            (keras_repro/locate.py); None (default): only for differences no recorded cause explains;
+            False: never.
 
     Raises:
         ReproducibilityError: no command, fewer than 2 runs, a policy the environment contradicts, or
@@ -178,7 +185,10 @@ def run_check(
     if problems:
         return done(tuple(problems), ())
     pairings, load_problems = _compare_runs(children)
-    return done(tuple(load_problems), tuple(pairings) if not load_problems else ())
+    if load_problems:
+        return done(tuple(load_problems), ())
+    located = _locate(command, children, pairings, locate, env, cwd, timeout, progress)
+    return done((), tuple(pairings), located=tuple(located))
 
 
 def _child_environment(policy: Policy | None, autolog: bool, environ: Mapping[str, str] | None) -> dict[str, str]:
@@ -188,6 +198,16 @@ def _child_environment(policy: Policy | None, autolog: bool, environ: Mapping[st
     if policy is not None:
         env = launch_environment(policy, env)  # raises on a contradiction (TF_ENABLE_ONEDNN_OPTS=1 under bitwise)
     return autolog_environment(env, record_only=policy is None) if autolog else env
+
+
+def _locate(command: Sequence[str], children: Sequence[ChildRun], pairings: Sequence[Pairing], locate: bool | None,
+            environ: Mapping[str, str] | None,
+            cwd: str | os.PathLike[str] | None, timeout: float | None, progress: Callable[[str], None] | None) -> list[str]:
+    """issue 12: the `--locate` report for the differing records of runs 1 and 2 (automatic when unexplained)."""
+    from keras_repro.locate import locate_pairing
+
+    records = [child.records for child in children]
+    return locate_pairing(command, records, pairings, locate, environ=environ, cwd=cwd, timeout=timeout, progress=progress)
 
 
 def _run_child(command: Sequence[str], index: int, records_file: Path, environ: Mapping[str, str] | None,

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="run a training command N times and say whether it reproduces")
     p.add_argument("--runs", type=int, default=2, metavar="N", help="how many runs (default 2)")
     _policy_options(p, "none given: apply nothing, record only")
+    p.add_argument("--locate", action="store_true", default=None,  # issue 12 (keras_repro/locate.py)
+                   help="rerun the first differing step with instrumentation and name the layer, input or metric "
+                        "that differs first (automatic when no recorded cause explains a difference)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
     p = sub.add_parser("run", help="launch a command under a policy: its environment, and autolog before its code")
@@ -57,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="overlay the loss/metric curves of runs and mark where they diverge")
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("-o", "--output", required=True, metavar="PNG", help="where to write the image")
+    p.add_argument("--label", action="append", metavar="TEXT",  # issue 12
+                   help="a label for each run, in order (default: the script and the settings that differ)")
     return parser
 
 
@@ -250,9 +255,10 @@ def _fingerprint(fp: Any) -> str:
 def _check(args: argparse.Namespace) -> int:
     from keras_repro.checking import run_check
 
-    command = _command_args(args.cmd, "check [--runs N] [--seed S] [--mode M] [--threads T]")
+    command = _command_args(args.cmd, "check [--runs N] [--seed S] [--mode M] [--threads T] [--locate]")
     result = run_check(command, runs=args.runs, policy=_policy(args),
-                       progress=lambda line: print(f"{PROG}: {line}", file=sys.stderr, flush=True))
+                       progress=lambda line: print(f"{PROG}: {line}", file=sys.stderr, flush=True),
+                       locate=args.locate)
     _print_lines(result.lines())
     return result.exit_code
 
@@ -297,7 +303,7 @@ def _int_or_text(text: str | None) -> Any:
 def _plot(args: argparse.Namespace) -> int:
     from keras_repro.plot import plot_runs
 
-    path = plot_runs(args.runs, args.output)
+    path = plot_runs(args.runs, args.output, labels=args.label)
     print(f"wrote {path}")
     return 0
 

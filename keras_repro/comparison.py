@@ -227,7 +227,7 @@ def compare(a: RecordLike, b: RecordLike) -> Comparison:
     elif identical and wa is None and wb is None:
         notes.append("neither run recorded final weights: identical by metrics only")
     if not causes and (step_div is not None or epoch_div is not None or weights_identical is False):
-        causes.append(_leftover(ra, rb))  # not for a run that merely stopped early: the notes say so
+        causes.append(_leftover_with_inputs(ra, rb, step_div))  # not for a run that merely stopped early
     return Comparison(
         run_a=ra.run_id,
         run_b=rb.run_id,
@@ -244,6 +244,13 @@ def compare(a: RecordLike, b: RecordLike) -> Comparison:
         mode_a=_mode(ra),
         mode_b=_mode(rb),
     )
+
+
+def _leftover_with_inputs(ra: RunRecord, rb: RunRecord, step_div: Divergence | None) -> Cause:
+    """issue 12: the leftover cause, saying whether the per-step inputs agreed (keras_repro/explain_inputs.py)."""
+    from keras_repro.explain_inputs import refine_leftover
+
+    return refine_leftover(_leftover(ra, rb), ra, rb, step_div.global_step if step_div is not None else None)
 
 
 # --- metrics --------------------------------------------------------------------------------------

@@ -35,12 +35,14 @@ def _matplotlib() -> tuple[Any, Any]:
     return Figure, FigureCanvasAgg
 
 
-def plot_runs(runs: Sequence[RecordLike], output: str | os.PathLike[str]) -> Path:
+def plot_runs(runs: Sequence[RecordLike], output: str | os.PathLike[str], labels: Sequence[str] | None = None) -> Path:
     """Writes a PNG overlaying the loss and metric curves of `runs`; returns its path.
 
     Args:
         runs: records, dicts or paths; the first is the reference the others are compared with.
         output: the PNG file to write.
+        labels: one label per run (default: the script and the recorded settings that differ, e.g.
+            `train.py seed=2`; see keras_repro/run_labels.py).
 
     Raises:
         ReproducibilityError: matplotlib is missing, a record cannot be read, or the PNG cannot be written.
@@ -68,7 +70,7 @@ def plot_runs(runs: Sequence[RecordLike], output: str | os.PathLike[str]) -> Pat
         row, col = divmod(k, cols)
         axes.append(fig.add_subplot(grid[row + int(has_steps), col]))
     colors = [f"C{i % 10}" for i in range(len(records))]
-    labels = _labels(records)
+    labels = _legend_labels(records, labels)  # issue 12: human labels, not run ids
     divergences = [compare(records[0], r).first_divergence if i else None for i, r in enumerate(records)]
 
     for ax, panel in zip(axes, panels, strict=True):
@@ -120,6 +122,15 @@ def _labels(records: Sequence[RunRecord]) -> list[str]:
     return labels
 
 
+def _legend_labels(records: Sequence[RunRecord], given: Sequence[str] | None) -> list[str]:
+    """issue 12: 'run 2: train.py seed=2' plus the status notes of `_labels` (keras_repro/run_labels.py)."""
+    from keras_repro.run_labels import human_labels
+
+    notes = [label[label.index(")") + 1:].strip() if ")" in label else "" for label in _labels(records)]
+    return [f"run {i + 1}: {human}" + (f" {note}" if note else "")
+            for i, (human, note) in enumerate(zip(human_labels(records, given), notes, strict=True))]
+
+
 def _title(records: Sequence[RunRecord], divergences: Sequence[Any]) -> str:
     if len(records) == 1:
         return f"keras_repro: {records[0].run_id}"
@@ -167,11 +178,19 @@ def _plot_metric(ax: Any, name: str, records: Sequence[RunRecord], colors: list[
 
 
 def _mark(ax: Any, x: float, color: str, text: str) -> None:
-    """A dotted vertical line at `x` with a note beside it (left of the line in the right part of the panel)."""
+    """A dotted vertical line at `x` with a note beside it (left of the line in the right part of the panel).
+
+    Each further mark on the same panel gets its note one row lower and a marker of its own at the top of
+    the line, so that runs diverging at the same step each stay visible (issue 12).
+    """
+    slot = len(ax.texts)  # the notes already on this panel
+    markers = ("v", "^", "s", "D", "o", "P", "X")
     ax.axvline(x, color=color, ls=":", lw=1.6)
+    ax.plot([x], [1.0 - 0.04 * (slot % 10)], marker=markers[slot % len(markers)], color=color, ms=7,
+            transform=ax.get_xaxis_transform(), clip_on=False)
     low, high = ax.get_xlim()
     right_side = high > low and (x - low) / (high - low) > 0.6
-    ax.annotate(text, xy=(x, 0.98), xycoords=("data", "axes fraction"), xytext=(-5 if right_side else 5, 0),
+    ax.annotate(text, xy=(x, 0.98 - 0.13 * (slot % 7)), xycoords=("data", "axes fraction"), xytext=(-5 if right_side else 5, 0),
                 textcoords="offset points", ha="right" if right_side else "left", va="top", fontsize=8, color=color,
                 bbox={"boxstyle": "round,pad=0.25", "fc": "white", "alpha": 0.85, "ec": color})
 

@@ -154,6 +154,7 @@ def fit(
         callback.extra["resumed_from"] = plan.resumed_from
         callback.resumed = plan.checkpoint.record
     callback.start()  # the record exists from here on: a fit that fails on its inputs says so too
+    callback.source = x  # issue 12: the data source as the user gave it, named by `check --locate`
     try:
         skip = plan.checkpoint.step_in_epoch * int(getattr(model, "steps_per_execution", 1) or 1) if plan else 0
         x, y, call_kwargs, how = _order_inputs(x, y, call_kwargs, effective, run_seed, callback, skip)

@@ -260,3 +260,12 @@ def test_model_checkpoint_counters(tmp_path):
     del ckpt._last_batch_seen  # as if Keras renamed it: one clear error, nothing invented
     with pytest.raises(CompatError, match="_last_batch_seen"):
         _compat.model_checkpoint_counters(ckpt, {"_last_batch_seen": 3})
+
+
+# --- locate ---
+def test_dataset_chain():
+    tf = pytest.importorskip("tensorflow")
+    from keras_repro import _compat
+
+    ds = tf.data.Dataset.from_tensor_slices([1, 2, 3]).shuffle(3, seed=1).batch(2)
+    assert _compat.dataset_chain(ds) == ["BatchDataset", "ShuffleDataset", "TensorSliceDataset"]
