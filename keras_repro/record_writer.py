@@ -185,7 +185,7 @@ class RunWriter:
 # Records still `running` when the interpreter exits (an exception or Ctrl-C escaped model.fit, or
 # sys.exit inside a callback) are marked `interrupted`, so no record claims to run forever. A SIGKILL
 # leaves `running`; `keras-repro show` reports those as stale when their process is gone.
-_OPEN_RUNS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_OPEN_RUNS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 @atexit.register

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["shuffle_key", "epoch_order", "order_summary", "ArrayStream", "pass_at_epoch"]
+__all__ = ["ArrayStream", "epoch_order", "order_summary", "pass_at_epoch", "shuffle_key"]
 
 
 def shuffle_key(seed: int) -> int:

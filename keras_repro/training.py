@@ -25,7 +25,7 @@ from keras_repro.feeding import InputFeed, feed_inputs
 from keras_repro.policy import Policy, resolve
 from keras_repro.record_writer import RunWriter, default_run_dir
 
-__all__ = ["fit", "FitCall"]
+__all__ = ["FitCall", "fit"]
 
 logger = logging.getLogger("keras_repro")
 
@@ -127,7 +127,12 @@ def fit(
 
     Array inputs with `shuffle=True` (Keras's default) or `"batch"` are fed in an order derived from
     (seed, epoch): a new order every epoch, the same on every rerun. (Keras itself repeats the first
-    epoch's order once a seed is set.) `shuffle=False` and datasets are passed through unchanged.
+    epoch's order once a seed is set.) `shuffle=False` and datasets are passed through unchanged. Keras
+    takes the same steps as in `model.fit` (its `steps_per_epoch` and `steps_per_execution` rules).
+
+    The steps: `resolve_call` applies the policy (before Keras or TF is imported), `_build_model` seeds
+    and builds, `_record_header` and `_plan_resume` prepare the record and the resume, `feed_inputs`
+    decides what Keras iterates (`feeding.InputFeed`), `_fit_arguments` adds the callbacks.
 
     Raises:
         InvalidPolicyError, TooLateError, PolicyConflictError: see `configure`.

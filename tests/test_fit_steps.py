@@ -13,8 +13,8 @@ import json
 import sys
 
 import pytest
-
 from helpers import REPO, run_child
+
 from keras_repro.shuffle import pass_at_epoch
 
 

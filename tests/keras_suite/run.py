@@ -86,6 +86,7 @@ def main() -> int:
         if args.only in (None, label):
             results[label] = run(label, route, extra)
     if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
         Path(args.save).write_text(json.dumps(results, indent=1, sort_keys=True))
     if len(results) < 2:
         return 0
