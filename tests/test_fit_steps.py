@@ -65,3 +65,30 @@ def test_user_callbacks_are_read_as_keras_reads_them():
             self.callbacks = callbacks
 
     assert user_callbacks(CallbackList([a, b])) == [a, b]
+
+
+def test_modules_fit_imports_before_applying_the_policy_do_not_import_keras():
+    code = ("import sys, keras_repro.training, keras_repro.feeding, keras_repro.record_writer, keras_repro.shuffle; "
+            "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))")
+    proc = run_child([sys.executable, "-c", code])
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.slow
+def test_fit_applies_bitwise_before_it_imports_keras(tmp_path):
+    # On CPUs where TF turns oneDNN on by default, bitwise can only turn it off before TF is imported:
+    # fit must apply the policy first (a builder that imports keras itself leaves that to fit).
+    code = f"""
+import json, numpy as np, keras_repro
+def build():
+    import keras
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    return model
+history = keras_repro.fit(build, np.ones((8, 3), "float32"), np.ones((8, 1), "float32"), seed=2, mode="bitwise",
+                          epochs=1, verbose=0, run_dir={str(tmp_path)!r})
+print(json.dumps(history.run["applied"]))
+"""
+    proc = run_child([sys.executable, "-c", code], timeout=300)
+    applied = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert applied["mode"] == "bitwise" and applied["onednn"] == "off"
