@@ -6,6 +6,10 @@ keras_repro.fit, and compares the two pass lists.
 
 Keras's files are copied at run time into a temp dir (never committed). Tests that need packages not
 installed here (jax, torch, grain, orbax, tensorboard) are left out or skip themselves in both runs.
+
+Measured (2026-11-28, TF 2.21 / Keras 3.15, 2 cores shared with other jobs): 379 tests from 18 files;
+plain 359 passed, 20 skipped (1744 s under heavy load); routed 359 passed, 20 skipped (872 s); no
+difference. Far too slow for `make test`: `make keras-tests` runs it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+REPO = Path(os.environ.get("KERAS_SUITE_REPO") or HERE.parent.parent)  # the keras_repro to route through
 FILES = ["callbacks/*_test.py", "models/*_test.py", "trainers/trainer_test.py"]
 EXCLUDED = {"orbax_checkpoint_test.py", "tensorboard_test.py"}  # need orbax / tensorboard
 
@@ -65,6 +69,7 @@ def run(label: str, route: bool, extra: list[str]) -> dict[str, str]:
                         f"--junitxml={report}", str(work), *extra], cwd=work, env=env,
                        stdout=subprocess.DEVNULL if not os.environ.get("KERAS_SUITE_VERBOSE") else None)
         seconds = time.monotonic() - start
+        records = len(list((work / "runs").glob("*/run.json")))  # proof that fits went through keras_repro
         outcomes = {}
         for case in ET.parse(report).getroot().iter("testcase"):
             name = f"{case.get('classname')}::{case.get('name')}"
@@ -72,7 +77,8 @@ def run(label: str, route: bool, extra: list[str]) -> dict[str, str]:
             outcomes[name] = ("failed" if kids & {"failure", "error"} else "skipped" if "skipped" in kids else "passed")
         print(f"{label}: {sum(v == 'passed' for v in outcomes.values())} passed, "
               f"{sum(v == 'failed' for v in outcomes.values())} failed, "
-              f"{sum(v == 'skipped' for v in outcomes.values())} skipped in {seconds:.0f} s", flush=True)
+              f"{sum(v == 'skipped' for v in outcomes.values())} skipped in {seconds:.0f} s; "
+              f"{records} keras_repro run records", flush=True)
         return outcomes
 
 
