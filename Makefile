@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test keras-tests demo bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,12 @@ $(STAMP): setup.cfg pyproject.toml
 test: install
 	$(PY) -m ruff check keras_repro tests examples benchmarks
 	$(PY) -m pytest -q tests keras_repro --doctest-modules --ignore=tests/programs
+
+# Keras's own fit tests (copied from the installed wheel at run time), on plain Keras and with every
+# model.fit routed through keras_repro.fit; fails if the two pass lists differ. Not in `make test`:
+# it takes tens of minutes on a 2-core machine (tests/keras_suite/run.py).
+keras-tests: install
+	$(PY) tests/keras_suite/run.py --save bench-out/keras-suite.json
 
 demo: install
 	$(PY) examples/seed_story.py --out demo-out

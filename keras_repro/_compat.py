@@ -204,14 +204,6 @@ def keras_tf_trainer() -> Any:
     return trainer
 
 
-# tf.data ------------------------------------------------------------------------------------------
-
-
-def dataset_flat_structure(dataset: Any) -> dict[str, Any]:
-    """`{"output_types": ..., "output_shapes": ...}` of a dataset's flattened element, as dataset ops
-    such as `tf.raw_ops.FinalizeDataset` take them (`Dataset._flat_structure`)."""
-    return dict(internal("tf.data.Dataset._flat_structure", lambda: dataset._flat_structure))
-
 # --- resume ---
 _MODEL_CHECKPOINT_COUNTERS = ("_batches_seen_since_last_saving", "_last_batch_seen")
 

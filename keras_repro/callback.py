@@ -1,4 +1,4 @@
-"""`ReproCallback`: writes the run record of a `model.fit` call; `keras_repro.fit` uses it too.
+"""`ReproCallback`: the Keras hooks that fill a run record; `keras_repro.fit` uses it too.
 
 For users who call `model.fit` themselves:
 
@@ -10,16 +10,14 @@ For users who call `model.fit` themselves:
 
 The record is written when training begins (`running`), after every epoch, and at the end
 (`completed`); a process that exits while the record still says `running` marks it `interrupted`.
+Building and writing the record is `keras_repro.record_writer.RunWriter`'s job; this module imports
+Keras, so `keras_repro.fit` imports it only after the policy is applied.
 """
 
 from __future__ import annotations
 
-import atexit
 import copy
 import os
-import socket
-import sys
-import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -27,26 +25,10 @@ import keras
 
 from keras_repro import model_info
 from keras_repro.data import fingerprint
-from keras_repro.environment import capture_code, capture_environment
-from keras_repro.policy import ENV_DIR, ENV_RECORDS_FILE
-from keras_repro.record import SCHEMA, RECORD_FILE, RunRecord, atomic_write_json, create_run_dir, to_jsonable, utc_now
-from keras_repro import runtime
+from keras_repro.record import RunRecord
+from keras_repro.record_writer import RunWriter, default_run_dir
 
 __all__ = ["ReproCallback", "default_run_dir"]
-
-_DEFAULT_RUN_DIR = "runs"
-
-
-def default_run_dir(run_dir: str | os.PathLike[str] | None = None) -> str:
-    """`run_dir` if given, else `--repro_dir`, else `$KERAS_REPRO_DIR`, else `runs`."""
-    if run_dir is not None:
-        return os.fspath(run_dir)
-    flags_module = sys.modules.get("keras_repro.flags")
-    if flags_module is not None:
-        flag_dir = flags_module.parsed_run_dir()
-        if flag_dir:
-            return flag_dir
-    return os.environ.get(ENV_DIR) or _DEFAULT_RUN_DIR
 
 
 class ReproCallback(keras.callbacks.Callback):
@@ -57,6 +39,14 @@ class ReproCallback(keras.callbacks.Callback):
         x, y, sample_weight, validation_data: the fit inputs, for their fingerprints (optional).
         hyperparameters: any dict worth recording (it is compared by `keras-repro diff`).
         fit_args: the `model.fit` arguments to record (keras_repro.fit fills these in).
+        writer: the `RunWriter` of this run (keras_repro.fit passes the one it started); None: one is
+            made when training begins, with the process's configured policy.
+        data: precomputed data fingerprints (instead of x, y, ...).
+        order_source: epoch -> that epoch's sample order summary, for inputs whose order keras_repro sets.
+        dataset_tap: a `DatasetTap` on a user's tf.data input (its first elements go into the record).
+        resumed: the checkpointed record a resumed fit continues.
+        source: the `x` the user gave to fit (default `x`), named as the data source by
+            `keras-repro check --locate` (docs/locate.md).
     """
 
     def __init__(
@@ -69,148 +59,106 @@ class ReproCallback(keras.callbacks.Callback):
         validation_data: Any = None,
         hyperparameters: Mapping[str, Any] | None = None,
         fit_args: Mapping[str, Any] | None = None,
+        writer: RunWriter | None = None,
+        data: Mapping[str, Any] | None = None,
+        order_source: Callable[[int], Any] | None = None,
+        dataset_tap: Any = None,
+        resumed: Mapping[str, Any] | None = None,
+        source: Any = None,
     ) -> None:
         super().__init__()
-        self.run_dir = default_run_dir(run_dir)
+        self.writer = writer if writer is not None else RunWriter(run_dir, fit_args=fit_args)
         self._inputs = {"x": x, "y": y, "sample_weight": sample_weight, "validation_data": validation_data}
         self._user_hyperparameters = dict(hyperparameters) if hyperparameters else None
-        self._fit_args = dict(fit_args) if fit_args else None
-        self.data: dict[str, Any] | None = None  # precomputed fingerprints (keras_repro.fit)
-        self.order_source: Callable[[int], Any] | None = None  # epoch -> sample order (array stream)
-        self.dataset_tap: Any = None
-        self.announce = True  # False for the records of non-chief workers (keras_repro.distribution)
-        self.extra: dict[str, Any] = {}  # fields keras_repro.fit adds (resumed_from, ...)
-        self.resumed: Mapping[str, Any] | None = None  # the checkpointed record a resumed fit continues
+        self._data_fingerprints = dict(data) if data is not None else None
+        self._order_source = order_source
+        self._dataset_tap = dataset_tap
+        self._resumed = resumed
         self._resume_steps = 0
-        self.policy: dict[str, Any] | None = None
-        self.applied: dict[str, Any] | None = None
-        self._data: dict[str, Any] | None = None
-        self.path: Path | None = None
         self._epoch_steps = 0
-        self._finished = False
-        self.source: Any = None  # issue 12: the `x` given to fit, named by `check --locate` (keras_repro.fit sets it)
-        self.step_inputs: Any = None  # issue 12: keras_repro.input_digest.StepInputs of the model
-        self.locator: Any = None  # issue 12: keras_repro.locate_capture.Locator in `check --locate` reruns
+        self.source = source if source is not None else x  # what `check --locate` names as the data source
+        self.step_inputs: Any = None  # keras_repro.input_digest.StepInputs: per-step input digests (data.steps)
+        self.locator: Any = None  # keras_repro.locate_capture.Locator, in `check --locate` reruns only
 
-    # The record -------------------------------------------------------------------------------------
+    # The record (kept by the writer) ------------------------------------------------------------------
+    @property
+    def run_dir(self) -> str:
+        return self.writer.run_dir
+
+    @property
+    def path(self) -> Path | None:
+        return self.writer.path
+
+    @property
+    def applied(self) -> dict[str, Any] | None:
+        """The record's `applied` section (callbacks add warnings to it)."""
+        return self.writer.applied
+
+    @property
+    def announce(self) -> bool:
+        """Whether `keras-repro check` sees this record (False for non-chief workers)."""
+        return self.writer.announce
+
     @property
     def record(self) -> RunRecord | None:
         """The run record as last written (None before training began)."""
-        if self._data is None:
-            return None
-        return RunRecord(self._data, self.path)
-
-    def _write(self) -> None:
-        assert self._data is not None and self.path is not None
-        atomic_write_json(self.path, self._data)
+        return self.writer.record
 
     def start(self) -> None:
         """Creates the run directory and writes the `running` record (called by on_train_begin)."""
-        if self._data is not None:
-            return
-        policy = runtime.configured_policy()
-        applied = runtime.configured_applied()
-        if self.policy is None:
-            self.policy = policy.as_dict() if policy is not None else {"seed": None, "mode": "off", "threads": None}
-        if self.applied is None:
-            self.applied = applied or {
-                "seed": None, "mode": "off", "threads": None, "op_determinism": False, "seeded": [],
-                "warnings": ["keras_repro.configure() was not called: nothing was seeded or fixed; recorded only"],
-            }
-        run_id, directory = create_run_dir(self.run_dir)
-        self.path = directory / RECORD_FILE
-        flags_module = sys.modules.get("keras_repro.flags")
-        flag_values = flags_module.all_flag_values() if flags_module is not None else None
-        self._data = {
-            "schema": SCHEMA,
-            "run_id": run_id,
-            "status": "running",
-            "started_at": utc_now(),
-            "ended_at": None,
-            "error": None,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "resumed_from": None,
-            "policy": self.policy,
-            "applied": self.applied,
-            "environment": capture_environment(),
-            "code": capture_code(flag_values),
-            "fit": None,
-            "hyperparameters": None,
-            "model": None,
-            "data": None,
-            "metrics": {"epochs": [], "steps": [], "steps_per_epoch": []},
-        }
-        self._data.update(self.extra)
-        self._announce()
-        _OPEN_RUNS.add(self)
-
-    def _announce(self) -> None:
-        """Appends this record's path to $KERAS_REPRO_RECORDS_FILE (how `keras-repro check` finds it)."""
-        records_file = os.environ.get(ENV_RECORDS_FILE)
-        if not records_file or self.path is None or not self.announce:
-            return
-        line = (str(self.path.resolve()) + "\n").encode()
-        fd = os.open(records_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)  # one write with O_APPEND: lines of concurrent runs never interleave
-        finally:
-            os.close(fd)
+        self.writer.start()
 
     def finish(self, status: str, error: BaseException | str | None = None) -> None:
         """Marks the record `completed`, `failed` or `interrupted` and writes it."""
-        if self._data is None or self._finished:
-            return
-        self._finished = True
-        _OPEN_RUNS.discard(self)
-        self._flush_step_inputs()  # issue 12
-        if self.model is not None and status != "completed":
-            try:
-                self._data["model"]["final_weights_sha256"] = model_info.weights_sha256(self.model)
-            except Exception:
-                pass
-        self._data["status"] = status
-        self._data["ended_at"] = utc_now()
-        if error is not None:
-            self._data["error"] = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        self._write()
+        self._flush_step_inputs()
+        self.writer.finish(status, error)
 
     def _flush_step_inputs(self) -> None:
-        """issue 12: appends the input digests not yet in `data.steps` (keras_repro/input_digest.py)."""
-        steps = (self._data or {}).get("data", {}) or {}
-        steps = steps.get("steps") if isinstance(steps, dict) else None
+        """Appends the input digests not yet in `data.steps` (keras_repro/input_digest.py)."""
+        data = (self.writer.data or {}).get("data")
+        steps = data.get("steps") if isinstance(data, dict) else None
         if steps is not None and self.step_inputs is not None:
             try:
                 self.step_inputs.flush(steps)
             except Exception:  # a record must still be written when the runtime is shutting down
                 pass
 
+    @property
+    def steps_in_epoch(self) -> int:
+        """Training steps recorded in the current epoch so far."""
+        return self._epoch_steps
+
     # Keras hooks --------------------------------------------------------------------------------------
     def set_model(self, model: Any) -> None:
         super().set_model(model)
-        # issue 12: per-step input digests (data.steps); Keras calls set_model before make_train_function.
+        # Per-step input digests (data.steps): Keras calls set_model before it makes the train function.
         from keras_repro.input_digest import StepInputs
 
         self.step_inputs = StepInputs.install(model)
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        self.start()
-        assert self._data is not None
+        self.writer.start()
         model = self.model
+        self.writer.attach_model(model)
         params = dict(getattr(self, "params", None) or {})
-        fit_args = dict(self._fit_args) if self._fit_args is not None else {}
+        fit_args = dict(self.writer.fit_args) if self.writer.fit_args is not None else {}
         fit_args.setdefault("epochs", params.get("epochs"))
         fit_args.setdefault("steps", params.get("steps"))
-        self._data["fit"] = to_jsonable(fit_args)
-        self._data["hyperparameters"] = model_info.hyperparameters(model, self._user_hyperparameters)
         summary = model_info.model_summary(model)
         summary["initial_weights_sha256"] = model_info.weights_sha256(model)
         summary["final_weights_sha256"] = None
-        summary.update(self.extra.get("model_extra", {}))
-        self._data["model"] = summary
-        self._data.pop("model_extra", None)
-        if self.data is not None:
-            data = dict(self.data)
+        self.writer.set_sections(fit=fit_args, hyperparameters=model_info.hyperparameters(model, self._user_hyperparameters),
+                                 model=summary, data=self._fingerprints())
+        from keras_repro import locate_capture  # active only in `keras-repro check --locate` reruns
+
+        self.locator = locate_capture.Locator.from_environment(self)
+        if self._resumed is not None:
+            self._continue(self._resumed)
+        self.writer.write()
+
+    def _fingerprints(self) -> dict[str, Any]:
+        if self._data_fingerprints is not None:
+            data = dict(self._data_fingerprints)
         else:
             data = {
                 "x": fingerprint(self._inputs["x"]),
@@ -219,89 +167,62 @@ class ReproCallback(keras.callbacks.Callback):
                 "validation": fingerprint(self._inputs["validation_data"]),
             }
         data.setdefault("order", None)
-        data["steps"] = [] if self.step_inputs is not None and self.step_inputs.reason is None else None  # issue 12
-        self._data["data"] = data
-        from keras_repro import locate_capture  # issue 12: only active in `keras-repro check --locate` reruns
-
-        self.locator = locate_capture.Locator.from_environment(self)
-        if self.resumed is not None:
-            self._continue(self.resumed)
-        self._write()
+        data["steps"] = [] if self.step_inputs is not None and self.step_inputs.reason is None else None
+        return data
 
     def _continue(self, old: Mapping[str, Any]) -> None:
         """A resumed fit: carry the metric history, epoch orders, the dataset's first elements and the
         initial weights of the checkpointed record, so that the record reads like one that never stopped."""
-        assert self._data is not None
-        self._data["metrics"] = copy.deepcopy(old["metrics"])
-        self._data["model"]["initial_weights_sha256"] = (old.get("model") or {}).get("initial_weights_sha256")
+        record = self.writer.data
+        assert record is not None
+        record["metrics"] = copy.deepcopy(old["metrics"])
+        record["model"]["initial_weights_sha256"] = (old.get("model") or {}).get("initial_weights_sha256")
         old_data = old.get("data") or {}
-        self._data["data"]["order"] = copy.deepcopy(old_data.get("order"))
-        if isinstance(old_data.get("steps"), list) and self._data["data"].get("steps") is not None:  # issue 12
-            self._data["data"]["steps"] = copy.deepcopy(old_data["steps"])
-        old_x, new_x = old_data.get("x"), self._data["data"].get("x")
+        record["data"]["order"] = copy.deepcopy(old_data.get("order"))
+        if isinstance(old_data.get("steps"), list) and record["data"].get("steps") is not None:
+            record["data"]["steps"] = copy.deepcopy(old_data["steps"])
+        old_x, new_x = old_data.get("x"), record["data"].get("x")
         if isinstance(old_x, dict) and isinstance(new_x, dict) and old_x.get("first_elements"):
             new_x["first_elements"] = old_x["first_elements"]
             new_x["first_elements_sha256"] = old_x.get("first_elements_sha256")
         done = old["metrics"].get("steps_per_epoch") or []
         self._resume_steps = len(old["metrics"].get("steps") or []) - sum(done)  # mid-epoch: steps already in it
 
-    @property
-    def steps_in_epoch(self) -> int:
-        """Training steps recorded in the current epoch so far."""
-        return self._epoch_steps
-
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._epoch_steps, self._resume_steps = self._resume_steps, 0
-        if self.order_source is not None and self._data is not None:
-            order = self._data["data"].get("order") or []
+        record = self.writer.data
+        if self._order_source is not None and record is not None:
+            order = record["data"].get("order") or []
             if not (order and isinstance(order[-1], dict) and order[-1].get("epoch") == epoch):  # resumed mid-epoch
-                order.append(self.order_source(epoch))
-            self._data["data"]["order"] = order
+                order.append(self._order_source(epoch))
+            record["data"]["order"] = order
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
-        if self.locator is not None and self._data is not None:  # issue 12: `check --locate` reruns only
-            self.locator.before_step(len(self._data["metrics"]["steps"]))
+        if self.locator is not None and self.writer.data is not None:  # `check --locate` reruns only
+            self.locator.before_step(len(self.writer.data["metrics"]["steps"]))
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
-        if self._data is None:
+        record = self.writer.data
+        if record is None:
             return
         loss = (logs or {}).get("loss")
-        self._data["metrics"]["steps"].append(float(loss) if loss is not None else None)
-        steps = self._data["data"].get("steps")
-        if steps is not None:  # issue 12: the digests of the batches trained on (read every few hundred steps)
+        self.writer.add_step(float(loss) if loss is not None else None)
+        steps = record["data"].get("steps")
+        if steps is not None:  # the digests of the batches trained on (read from the graph every few hundred steps)
             self.step_inputs.after_step(steps)
         self._epoch_steps += 1
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        if self._data is None:
+        record = self.writer.data
+        if record is None:
             return
-        self._flush_step_inputs()  # issue 12
-        metrics = self._data["metrics"]
-        metrics["epochs"].append(to_jsonable(dict(logs or {})))
-        metrics["steps_per_epoch"].append(self._epoch_steps)
-        x_fingerprint = self._data["data"].get("x")
-        if self.dataset_tap is not None and isinstance(x_fingerprint, dict) and not x_fingerprint.get("first_elements"):
-            x_fingerprint.update(self.dataset_tap.summary())
-        self._write()
+        self._flush_step_inputs()
+        self.writer.end_epoch(logs or {}, self._epoch_steps)
+        x_fingerprint = record["data"].get("x")
+        if self._dataset_tap is not None and isinstance(x_fingerprint, dict) and not x_fingerprint.get("first_elements"):
+            x_fingerprint.update(self._dataset_tap.summary())
+        self.writer.write()
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
-        if self._data is None:
-            return
-        self._data["model"]["final_weights_sha256"] = model_info.weights_sha256(self.model)
-        self.finish("completed")
-
-
-# Records still `running` when the interpreter exits (an exception or Ctrl-C escaped model.fit, or
-# sys.exit inside a callback) are marked `interrupted`, so no record claims to run forever. A SIGKILL
-# leaves `running`; `keras-repro show` reports those as stale when their process is gone.
-_OPEN_RUNS: "weakref.WeakSet[ReproCallback]" = weakref.WeakSet()
-
-
-@atexit.register
-def _close_open_runs() -> None:
-    for callback in list(_OPEN_RUNS):
-        try:
-            reason = getattr(sys, "last_value", None)
-            callback.finish("interrupted", reason if isinstance(reason, BaseException) else "the process exited during training")
-        except Exception:
-            pass
+        if self.writer.started:
+            self.finish("completed")

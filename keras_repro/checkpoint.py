@@ -449,7 +449,9 @@ class Restorer(keras.callbacks.Callback):
     """Restores a checkpoint when training begins; placed first by `fit`, so user callbacks see restored state.
 
     In the middle of an epoch, the first `step_in_epoch` steps of the resumed epoch are replayed without
-    data or training (the stream starts after them), and `ResumingCallbackList` hides them from callbacks.
+    training: their batches are read and dropped (so Keras's epoch iterator, its data end and a
+    pipeline's random state advance as in the run that never stopped), and `ResumingCallbackList`
+    hides them from callbacks.
     """
 
     def __init__(self, checkpoint: Checkpoint) -> None:
@@ -478,16 +480,30 @@ class Restorer(keras.callbacks.Callback):
         model = self.model
         real: Callable[[Any], Any] = model.train_function
 
+        per_execution = int(getattr(model, "steps_per_execution", 1) or 1)
+
         def replay(iterator: Any) -> Any:
             if self.replay_left > 0:
                 self.replay_left -= 1
                 self.last_was_replay = True
+                _drop_batches(iterator, per_execution)  # the data of the step, as training read it
                 return {}
             self.last_was_replay = False
             model.train_function = real
             return real(iterator)
 
         model.train_function = replay
+
+
+def _drop_batches(iterator: Any, count: int) -> None:
+    """Reads and drops up to `count` batches (fewer at the data's end, as a partial execution does)."""
+    import tensorflow as tf
+
+    for _ in range(count):
+        try:
+            next(iterator)
+        except (StopIteration, tf.errors.OutOfRangeError):
+            return
 
 
 class ResumingCallbackList(keras.callbacks.CallbackList):

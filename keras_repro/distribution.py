@@ -257,7 +257,9 @@ class Placement:
         return contextlib.nullcontext()
 
     def adopt(self, model: Any, mode: str) -> Placement:
-        """The placement of the built model (a builder may have entered a scope itself); fixes Keras."""
+        """The placement of the built model (a builder may have entered a scope itself); fixes Keras.
+
+        It does not `check` the strategy: the caller checks the placement it ends with, once."""
         placement = self
         model_strategy = _model_strategy(model)
         if is_default_strategy(model_strategy):
@@ -273,8 +275,7 @@ class Placement:
                     f"The model was built under {strategy_name(model_strategy)}, but fit runs under "
                     f"{strategy_name(self.strategy)}. Fix: build and fit the model under the same strategy."
                 )
-            placement = Placement(model_strategy)
-        placement.check(mode)
+            placement = Placement(model_strategy)  # `fit` checks it (Placement.check) once it is final
         if placement.distributed and _multi_worker(placement.strategy):
             placement = dataclasses.replace(placement, workarounds=tuple(_fix_keras_multi_worker(model)))
         return placement

@@ -32,8 +32,8 @@ NO_FIT_MESSAGE = (
 def write_no_fit_record(run_dir: str | os.PathLike[str] | None, policy: Policy, started_at: str | None) -> Path:
     """Writes `<run_dir>/<run_id>/run.json` for a process in which no fit ran; returns its path."""
     from keras_repro import runtime
-    from keras_repro.callback import default_run_dir
     from keras_repro.environment import capture_code, capture_environment
+    from keras_repro.record_writer import default_run_dir
 
     configured = runtime.configured_policy()
     applied = runtime.configured_applied() or {

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from keras_repro.errors import RecordError
+from keras_repro.policy import ENV_RECORDS_FILE
 
 __all__ = [
     "SCHEMA",
@@ -405,10 +406,10 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
 def announce_record(path: str | os.PathLike[str]) -> None:
     """Appends a record's absolute path to `$KERAS_REPRO_RECORDS_FILE`, if set (how `check` finds it).
 
-    One `write` with O_APPEND: lines of concurrent runs never interleave. (`ReproCallback` announces
-    its records the same way.)
+    One `write` with O_APPEND: lines of concurrent runs never interleave. (`RunWriter` announces every
+    fit's record through it.)
     """
-    records_file = os.environ.get("KERAS_REPRO_RECORDS_FILE")
+    records_file = os.environ.get(ENV_RECORDS_FILE)
     if not records_file:
         return
     line = (str(Path(path).resolve()) + "\n").encode()

@@ -174,19 +174,20 @@ def plan_resume(resume: Any, run_dir: str | os.PathLike[str], provisional: Mappi
 
 
 def position_dataset(dataset: Any, kwargs: dict[str, Any], *, initial_epoch: int, epochs: int,
-                     start_epoch: int | None = None, batches_done: int = 0,
+                     start_epoch: int | None = None, per_execution: int = 1,
                      expect_first: list[str] | None = None) -> tuple[Any, str | None]:
-    """Turns a dataset into what Keras iterates, positioned at (start_epoch, batches_done); returns
-    (dataset, None) or (dataset unchanged, why it cannot be resumed).
+    """Turns a dataset into what Keras iterates, positioned at the start of `start_epoch`; returns
+    (dataset, None) or (dataset unchanged, why it cannot be resumed). Steps already trained inside the
+    epoch are read and dropped by `checkpoint.Restorer` (the pipeline runs for them, without training).
 
-    - finite, known cardinality (no `steps_per_epoch`, or the same): one stream over all epochs, each epoch
-      a fresh iterator of the dataset, as Keras makes them, so reshuffling `shuffle()`s advance their seed
-      state once per epoch. Keras keeps one iterator over it (we set `steps_per_epoch`). To resume at epoch
-      e, e - initial_epoch iterators are made and dropped first (advancing those seed states exactly as the
-      run did; the first also checks the first elements against the record), then `batches_done` batches
-      are skipped.
-    - infinite (`repeat()`) with `steps_per_epoch`: Keras keeps one iterator; a resume skips the batches
-      already trained (the pipeline runs again for them, without training).
+    - finite, known cardinality, `steps_per_epoch` absent or at least the cardinality: Keras makes a fresh
+      iterator per epoch (and one more at the epoch's end), each advancing reshuffling `shuffle()`s' seed state. To
+      resume at epoch e, as many iterators as Keras made before epoch e are made and dropped first
+      (advancing those seed states exactly as the run did; the first also checks the first elements
+      against the record); the dataset itself is then handed to Keras unchanged, so its steps are exactly
+      those of `model.fit`.
+    - infinite (`repeat()`) with `steps_per_epoch`: Keras keeps one iterator, taking
+      ceil(steps_per_epoch / per_execution) * per_execution batches an epoch; a resume skips those.
     - unknown cardinality, or `steps_per_epoch` shorter than the data: Keras's own handling, not resumable.
     """
     import tensorflow as tf
@@ -194,42 +195,23 @@ def position_dataset(dataset: Any, kwargs: dict[str, Any], *, initial_epoch: int
     cardinality = int(dataset.cardinality().numpy())
     steps = kwargs.get("steps_per_epoch")
     start = initial_epoch if start_epoch is None else start_epoch
-    if cardinality > 0 and steps in (None, cardinality):
-        kwargs["steps_per_epoch"] = cardinality
-        for i in range(start - initial_epoch):
+    if cardinality > 0 and (steps is None or steps >= cardinality):
+        # Keras makes an iterator when an epoch begins and another when its data ran out at the epoch's
+        # end; the next epoch uses that one only with steps_per_epoch. Every iterator made advances a
+        # reshuffling shuffle()'s seed state, read or not (measured, docs/tf-notes.md).
+        for i in range((start - initial_epoch) * (1 if steps else 2)):
             if i == 0 and expect_first:
                 _check_first_elements(dataset, expect_first)
             else:
                 iter(dataset)  # dropped at once: advances reshuffling seed states as an epoch did
-        stream = tf.data.Dataset.range(start, max(epochs, start + 1)).flat_map(_fresh_iteration(dataset))
-        return (stream.skip(batches_done) if batches_done else stream), None
+        return dataset, None
     if cardinality == tf.data.INFINITE_CARDINALITY and steps:
-        done = (start - initial_epoch) * int(steps) + batches_done
+        done = (start - initial_epoch) * -(-int(steps) // per_execution) * per_execution
         return (dataset.skip(done) if done else dataset), None
     why = ("its cardinality is unknown (use steps_per_epoch with a repeated dataset, or "
            "dataset.apply(tf.data.experimental.assert_cardinality(n)))" if cardinality < 0 and cardinality != -1
            else "steps_per_epoch is shorter than the dataset (Keras then continues it across epochs)")
     return dataset, f"the tf.data input cannot be positioned at a step: {why}"
-
-
-def _fresh_iteration(dataset: Any) -> Any:
-    """A flat_map function yielding `dataset` as a top-level iterator would see it.
-
-    A dataset captured by `flat_map` skips the rewrites TF applies when it makes a top-level iterator
-    (FinalizeDataset: options, and, under op determinism, running stateful parallel maps such as a random
-    augmentation sequentially). Without them a parallel `map` with `tf.random.uniform` gave other numbers in
-    every process; with FinalizeDataset applied per epoch, the stream equals Keras's per-epoch iteration
-    bit for bit (measured, TF 2.21).
-    """
-    import tensorflow as tf
-
-    structure = _compat.dataset_flat_structure(dataset)
-
-    def one_epoch(_: Any) -> Any:
-        variant = tf.raw_ops.FinalizeDataset(input_dataset=tf.data.experimental.to_variant(dataset), **structure)
-        return tf.data.experimental.from_variant(variant, dataset.element_spec)
-
-    return one_epoch
 
 
 def _check_first_elements(dataset: Any, expected: list[str]) -> None:
@@ -251,7 +233,7 @@ def _check_first_elements(dataset: Any, expected: list[str]) -> None:
 # --- wiring, for keras_repro.fit ------------------------------------------------------------------
 
 
-def provisional_record(callback: Any, model: Any, data: Mapping[str, Any], user_hyperparameters: Any) -> dict[str, Any]:
+def provisional_record(writer: Any, model: Any, data: Mapping[str, Any], user_hyperparameters: Any) -> dict[str, Any]:
     """What this fit's record will say, as far as a resume check needs it (before training starts)."""
     import sys
 
@@ -265,12 +247,12 @@ def provisional_record(callback: Any, model: Any, data: Mapping[str, Any], user_
     summary["initial_weights_sha256"] = model_info.weights_sha256(model)
     return {
         "schema": SCHEMA, "run_id": "(this fit)", "status": "running",
-        "policy": callback.policy, "applied": callback.applied,
+        "policy": writer.policy, "applied": writer.applied,
         "environment": capture_environment(), "code": capture_code(flags_module.all_flag_values() if flags_module is not None else None),
-        "fit": dict(callback._fit_args or {}),
+        "fit": dict(writer.fit_args or {}),
         "hyperparameters": model_info.hyperparameters(model, user_hyperparameters),
         "model": summary, "data": dict(data),
-        **({"distribution": callback.extra["distribution"]} if callback.extra.get("distribution") else {}),
+        **({"distribution": writer.extra["distribution"]} if writer.extra.get("distribution") else {}),
     }
 
 
@@ -284,8 +266,7 @@ def dataset_input(x: Any, kwargs: dict[str, Any], model: Any, plan: ResumePlan |
         old_x = ((plan.checkpoint.record.get("data") or {}).get("x")) or {}
         x, why = position_dataset(
             x, kwargs, initial_epoch=initial_epoch, epochs=epochs, start_epoch=plan.checkpoint.epoch,
-            batches_done=plan.checkpoint.step_in_epoch * _steps_per_execution(model),
-            expect_first=old_x.get("first_elements"),
+            per_execution=_steps_per_execution(model), expect_first=old_x.get("first_elements"),
         )
         if why:
             raise ResumeError(f"Cannot resume run {plan.record.run_id}: {why}.")
@@ -332,9 +313,18 @@ def with_checkpoints(kwargs: dict[str, Any], record_callback: Any, model: Any, p
     verbose = kwargs.get("verbose", "auto")
     kwargs["callbacks"] = ResumingCallbackList(
         restorer, [restorer, *callbacks], add_history=True, add_progbar=verbose != 0, model=model,
-        verbose=verbose, epochs=kwargs.get("epochs", 1), steps=kwargs.get("steps_per_epoch"),
+        verbose=verbose, epochs=kwargs.get("epochs", 1), steps=kwargs.get("steps_per_epoch") or _cardinality(x),
         skip_epoch_begin=states.skip_epoch_begin(),
     )
+
+
+def _cardinality(x: Any) -> int | None:
+    """Batches per epoch as Keras's epoch iterator counts them for a dataset (None: unknown)."""
+    cardinality = getattr(x, "cardinality", None)
+    if cardinality is None:
+        return None
+    value = int(cardinality())
+    return value if value > 0 else None
 
 
 _NO_POSITION = -1.0

@@ -3,9 +3,12 @@ seeded-shuffle pitfall.
 
 Keras 3 shuffles arrays inside a `Dataset.map` with a seeded random op. Once a global seed is set, that
 op restarts with every new iterator, so `model.fit(x, y, shuffle=True)` feeds every epoch in the same
-order (docs/tf-notes.md). keras_repro instead builds one stream of batches for the whole run: epoch e's order
-is `stateless_shuffle(range(n), seed=[key(seed), e])`. It differs between epochs, is identical across
-reruns, and depends on nothing but (seed, epoch), so a resumed run can start the stream at any step.
+order (docs/tf-notes.md). keras_repro instead gives Keras a dataset of one pass over the arrays whose
+k-th iteration feeds pass `first + k` in the order `stateless_shuffle(range(n), seed=[key(seed), pass])`.
+Keras iterates it exactly as it iterates its own array dataset (a fresh iterator per epoch, or its
+carry-over when `steps_per_epoch` is shorter than the data, partial last executions at the data's end),
+so the steps are those of `model.fit`; the order differs between passes, is identical across reruns and
+depends on nothing but (seed, pass), so a resumed run can start at any pass (`pass_at_epoch`).
 
 Example:
     >>> order = epoch_order(num_samples=5, seed=42, epoch=0)       # doctest: +SKIP
@@ -23,9 +26,7 @@ import numpy as np
 
 from keras_repro.errors import InvalidInputError
 
-__all__ = ["shuffle_key", "epoch_order", "order_summary", "ArrayStream"]
-
-_DATA_EPOCHS = 2**62  # the stream is endless; Keras stops it by steps_per_epoch * epochs
+__all__ = ["ArrayStream", "epoch_order", "order_summary", "pass_at_epoch", "shuffle_key"]
 
 
 def shuffle_key(seed: int) -> int:
@@ -73,18 +74,20 @@ def order_summary(order: np.ndarray, epoch: int, head: int = 8) -> dict[str, Any
 
 
 class ArrayStream:
-    """Array inputs as one tf.data stream of batches over all epochs, ordered by (seed, epoch).
+    """Array inputs as a tf.data dataset of one pass per iteration, each pass ordered by (seed, pass).
 
     Args:
         arrays: the structure Keras would receive, e.g. `(x, y)` or `(x, y, sample_weight)`; x may be a
             dict or list of arrays for multi-input models.
-        batch_size: samples per batch (the last batch of an epoch may be smaller, as in Keras).
-        shuffle: True (a new permutation per epoch) or "batch" (Keras's meaning: batches in order,
+        batch_size: samples per batch (the last batch of a pass may be smaller, as in Keras).
+        shuffle: True (a new permutation per pass) or "batch" (Keras's meaning: batches in order,
             samples shuffled within each batch).
         seed: the run seed.
 
-    `steps_per_epoch` is what must be passed to `model.fit` so that Keras keeps one iterator over the
-    stream instead of restarting it each epoch; `dataset(start_step)` starts the stream at a global step.
+    `dataset(first_pass)` has the cardinality of one pass, so Keras's epoch iterator applies its own
+    rules to it; every iterator Keras reads from feeds the next pass. `rewind()` puts the pass counter
+    back to `first_pass` (Keras reads one batch of a throw-away iterator when it builds a distributed
+    model; `fit` rewinds when training begins).
     """
 
     def __init__(self, arrays: Any, batch_size: int, shuffle: Any, seed: int) -> None:
@@ -92,9 +95,8 @@ class ArrayStream:
 
         n = num_samples(arrays)
         if not n:
-            raise InvalidInputError(
-                "Expected at least one training sample. Received: arrays with 0 samples. Fix: pass non-empty x and y."
-            )
+            raise InvalidInputError("Expected at least one sample in the training arrays. Received: 0 samples. "
+                                       "Fix: pass non-empty arrays.")
         sizes = sorted({int(a.shape[0]) for a in _leaves(arrays)})
         if len(sizes) > 1:  # Keras's own check ("Data cardinality is ambiguous"); tf.gather would not notice
             raise InvalidInputError(
@@ -108,29 +110,65 @@ class ArrayStream:
         self.seed = int(seed)
         self.key = shuffle_key(seed)
         self.batches_per_epoch = math.ceil(self.num_samples / self.batch_size)
+        self.first_pass = 0
+        self._counter: Any = None
 
-    def dataset(self, start_step: int = 0) -> Any:
-        """The batch stream, starting at global batch `start_step` (epoch * batches_per_epoch + step)."""
+    def dataset(self, first_pass: int = 0) -> Any:
+        """One pass of batches per iterator; the k-th iterator read from feeds pass `first_pass + k`."""
         import tensorflow as tf
 
-        first_epoch, skip = divmod(int(start_step), self.batches_per_epoch)
+        self.first_pass = int(first_pass)
+        counter = self._counter = tf.Variable(self.first_pass, dtype=tf.int64, trainable=False,
+                                              name="keras_repro_pass")
         n, bs, shuffle, key = self.num_samples, self.batch_size, self.shuffle, self.key
-        epochs = tf.data.Dataset.range(first_epoch, _DATA_EPOCHS)
-        indices = epochs.flat_map(lambda e: _epoch_indices(tf, n, bs, shuffle, key, e))
-        if skip:
-            indices = indices.skip(skip)
+        # Read when an iterator yields its first batch: an iterator Keras makes and never reads takes no pass.
+        passes = tf.data.Dataset.range(1).map(lambda _: counter.assign_add(1) - 1)
+        indices = passes.flat_map(lambda e: _epoch_indices(tf, n, bs, shuffle, key, e))
         data = tf.nest.map_structure(_to_tensor, _tuples(self.arrays))
 
         def gather(i: Any) -> Any:
             return tf.nest.map_structure(lambda t: tf.gather(t, i, axis=0), data)
 
         stream = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        stream = stream.apply(tf.data.experimental.assert_cardinality(self.batches_per_epoch))
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return stream.with_options(options).prefetch(tf.data.AUTOTUNE)
 
+    def rewind(self) -> None:
+        """The next iterator read from feeds `first_pass` again."""
+        if self._counter is not None:
+            self._counter.assign(self.first_pass)
+
     def order(self, epoch: int) -> np.ndarray:
         return epoch_order(self.num_samples, self.seed, epoch, self.batch_size, self.shuffle)
+
+
+def pass_at_epoch(batches: int, steps_per_epoch: int | None, per_execution: int, epochs_done: int) -> tuple[int, int]:
+    """(passes begun before, batches already taken from the current pass) when Keras begins epoch
+    `initial_epoch + epochs_done` on finite data of `batches` batches.
+
+    This is Keras's `EpochIterator` walk (keras/src/trainers/epoch_iterator.py): without
+    `steps_per_epoch` every epoch makes a fresh iterator; with it, the iterator carries over to the next
+    epoch until `batches` steps were seen, counting `per_execution` steps per execution.
+
+    Example:
+        >>> pass_at_epoch(10, 9, 1, 1), pass_at_epoch(10, 9, 1, 2)
+        ((0, 9), (1, 0))
+    """
+    passes, seen, current = 0, 0, False
+    for _ in range(epochs_done):
+        if not current or steps_per_epoch is None:
+            passes, seen, current = passes + 1, 0, True
+        for _step in range(0, steps_per_epoch or batches, per_execution):
+            if seen >= batches:
+                break
+            seen += per_execution
+        if seen >= batches:
+            current = False
+    if not current or steps_per_epoch is None:
+        return passes, 0
+    return passes - 1, seen
 
 
 def _leaves(value: Any) -> list[Any]:

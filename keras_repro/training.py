@@ -12,22 +12,77 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 import os
+import types
 from typing import Any, Mapping
 
 from keras_repro import runtime
-from keras_repro.data import fingerprint, is_array_like, is_tf_dataset, num_samples
+from keras_repro.data import fingerprint
 from keras_repro.errors import InvalidPolicyError, PolicyConflictError, ReproducibilityError, ResumeError
+from keras_repro.feeding import InputFeed, feed_inputs
 from keras_repro.policy import Policy, resolve
+from keras_repro.record_writer import RunWriter, default_run_dir
 
-__all__ = ["fit"]
+__all__ = ["FitCall", "fit"]
 
 logger = logging.getLogger("keras_repro")
 
 # model.fit arguments that describe data rather than how to train; not copied into record["fit"].
 _DATA_ARGS = ("x", "y", "sample_weight", "validation_data", "callbacks")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitCall:
+    """One `keras_repro.fit` call, resolved: the policy in force and every argument that is not data.
+
+    Attributes:
+        policy: the policy this call asked for (after flags and environment defaults).
+        effective: the policy the process runs under (configured by this call or before it).
+        applied: what configuring the process did (`runtime.apply_policy`), the record's `applied` base.
+        was_configured: the process was configured before this call.
+        fit_kwargs: the user's `model.fit` keyword arguments, read-only.
+        run_dir, resume, hyperparameters, strategy, checkpoint_every_steps, checkpoint_keep: as passed.
+    """
+
+    policy: Policy
+    effective: Policy
+    applied: Mapping[str, Any]
+    was_configured: bool
+    fit_kwargs: Mapping[str, Any]
+    run_dir: str | os.PathLike[str] | None = None
+    resume: Any = None
+    hyperparameters: Mapping[str, Any] | None = None
+    strategy: Any = None
+    checkpoint_every_steps: int | None = None
+    checkpoint_keep: int = 2
+
+    @property
+    def mode(self) -> str:
+        return self.effective.mode
+
+    @property
+    def seed(self) -> int | None:
+        """The run seed: this call's, else the process's."""
+        return self.policy.seed if self.policy.seed is not None else self.effective.seed
+
+    @property
+    def seeded(self) -> bool:
+        return self.effective.mode != "off"
+
+    def record_policy(self) -> dict[str, Any]:
+        """The record's `policy` section."""
+        return {**self.policy.as_dict(), "seed": self.seed, "mode": self.effective.mode, "threads": self.effective.threads}
+
+    def record_fit_args(self) -> dict[str, Any]:
+        """The record's `fit` section: every argument but the data, with Keras's defaults filled in."""
+        recorded = {k: v for k, v in self.fit_kwargs.items() if k not in _DATA_ARGS}
+        for key, default in (("batch_size", None), ("epochs", 1), ("shuffle", True), ("validation_split", 0.0),
+                             ("initial_epoch", 0)):
+            recorded.setdefault(key, default)
+        recorded["callbacks"] = [type(c).__name__ for c in user_callbacks(self.fit_kwargs.get("callbacks"))]
+        return recorded
 
 
 def fit(
@@ -72,130 +127,167 @@ def fit(
 
     Array inputs with `shuffle=True` (Keras's default) or `"batch"` are fed in an order derived from
     (seed, epoch): a new order every epoch, the same on every rerun. (Keras itself repeats the first
-    epoch's order once a seed is set.) `shuffle=False` and datasets are passed through unchanged.
+    epoch's order once a seed is set.) `shuffle=False` and datasets are passed through unchanged. Keras
+    takes the same steps as in `model.fit` (its `steps_per_epoch` and `steps_per_execution` rules).
+
+    The steps: `resolve_call` applies the policy (before Keras or TF is imported), `_build_model` seeds
+    and builds, `_record_header` and `_plan_resume` prepare the record and the resume, `feed_inputs`
+    decides what Keras iterates (`feeding.InputFeed`), `_fit_arguments` adds the callbacks.
 
     Raises:
         InvalidPolicyError, TooLateError, PolicyConflictError: see `configure`.
         ReproducibilityError: the builder did not return a Keras model, or arguments conflict.
     """
-    import keras
+    call = resolve_call(seed, mode, threads, fit_kwargs, run_dir=run_dir, resume=resume,
+                        hyperparameters=hyperparameters, strategy=strategy,
+                        checkpoint_every_steps=checkpoint_every_steps, checkpoint_keep=checkpoint_keep)
+    model, placement, warnings = _build_model(call, model_or_builder)  # Keras is imported from here on
+    data = _fingerprints(x, y, fit_kwargs)
+    writer_args = _record_header(call, placement, warnings)
+    plan = _plan_resume(call, RunWriter(**writer_args), model, data)
+    if placement.distributed and call.seeded:  # every worker resumes from the same checkpoint
+        from keras_repro.resume import agree_across_workers
 
+        plan = agree_across_workers(plan, placement.strategy, call.resume)
+    if plan is not None:
+        writer_args["extra"]["resumed_from"] = plan.resumed_from
+    writer = RunWriter(**writer_args)
+    writer.start()  # the record exists from here on: a fit that fails on its inputs says so too
+    try:
+        feed = feed_inputs(x, y, {k: v for k, v in fit_kwargs.items() if k != "callbacks"}, seed=call.seed,
+                           mode=call.mode, model=model, plan=plan, placement=placement)
+        writer.set_applied("shuffle", feed.shuffle)
+        kwargs = _fit_arguments(call, writer, feed, plan, model, placement, data, source=x)
+        # Keras's own fit, once: never back into an autolog-patched Model.fit or a subclass's overriding
+        # fit that already ran (keras_repro/autolog.py); without autolog this is model.fit.
+        from keras_repro.autolog import keras_fit
+
+        history = keras_fit(model)(feed.x, feed.y, **kwargs)
+    except KeyboardInterrupt:
+        writer.finish("interrupted", "KeyboardInterrupt")
+        raise
+    except BaseException as e:
+        writer.finish("failed", e)
+        raise
+    writer.finish("completed")  # no-op when on_train_end already completed it
+    history.run = writer.record
+    return history
+
+
+def resolve_call(seed: int | None, mode: str | None, threads: int | None, fit_kwargs: Mapping[str, Any],
+                 **options: Any) -> FitCall:
+    """Checks the arguments and applies the policy to the process, before anything imports Keras or TF.
+
+    (TF fixes some settings, such as oneDNN, when it is first imported: docs/tf-notes.md.)
+    """
     policy, sources = resolve(seed, mode, threads, flag_values=runtime._flag_values())
-    _check_checkpoint_args(resume, checkpoint_every_steps, checkpoint_keep)
+    _check_checkpoint_args(options.get("resume"), options.get("checkpoint_every_steps"), options.get("checkpoint_keep", 2))
     _check_fit_kwargs(fit_kwargs)
     was_configured = runtime.configured_policy() is not None
     applied = _ensure_policy(policy, sources)
     effective = runtime.configured_policy()
     assert effective is not None
-    run_seed = policy.seed if policy.seed is not None else effective.seed
-    if effective.mode != "off":
-        runtime.seed_everything(run_seed)  # right before building: Keras draws layer seeds from `random`
+    return FitCall(policy, effective, applied, was_configured, types.MappingProxyType(dict(fit_kwargs)), **options)
+
+
+def _build_model(call: FitCall, model_or_builder: Any) -> tuple[Any, Any, list[str]]:
+    """Seeds, finds the strategy, builds the model under it; returns (model, placement, record warnings)."""
+    import keras
 
     from keras_repro.distribution import Placement
 
-    placement = Placement.find(model_or_builder, strategy)
-    placement.check(effective.mode)  # refuse before building anything
+    if call.seeded:
+        runtime.seed_everything(call.seed)  # right before building: Keras draws layer seeds from `random`
+    placement = Placement.find(model_or_builder, call.strategy)
+    strategy_warnings = placement.check(call.mode)  # refuse before building anything
     with placement.scope():
         model = _materialise(model_or_builder, keras)
-    placement = placement.adopt(model, effective.mode)
-    warnings_ = list(applied.get("warnings", [])) + placement.check(effective.mode)
-    if (
-        effective.mode != "off"
-        and not callable_builder(model_or_builder, keras)
-        and not was_configured
-        and model.built
-    ):
-        warnings_.append(
+    adopted = placement.adopt(model, call.mode)
+    if adopted.strategy is not placement.strategy:  # the builder entered another strategy's scope itself
+        strategy_warnings = adopted.check(call.mode)
+    new = list(strategy_warnings)
+    if call.seeded and not callable_builder(model_or_builder, keras) and not call.was_configured and model.built:
+        new.append(
             "the model was built before keras_repro seeded this process, so its initial weights are not "
             "reproducible; pass a builder function (keras_repro.fit(build_model, ...)) or call "
             "keras_repro.configure() before building it"
         )
-    if policy.seed is not None and effective.seed != policy.seed:
-        warnings_.append(f"this fit reseeded with seed={policy.seed} (the process was configured with seed={effective.seed})")
-    for message in warnings_[len(applied.get("warnings", [])):]:
+    if call.policy.seed is not None and call.effective.seed != call.policy.seed:
+        new.append(f"this fit reseeded with seed={call.policy.seed} (the process was configured with seed={call.effective.seed})")
+    for message in new:
         logger.warning("keras_repro: %s", message)
+    return model, adopted, [*call.applied.get("warnings", []), *new]
 
-    from keras_repro.callback import ReproCallback
 
-    recorded_fit_args = {k: v for k, v in fit_kwargs.items() if k not in _DATA_ARGS}
-    for key, default in (("batch_size", None), ("epochs", 1), ("shuffle", True), ("validation_split", 0.0), ("initial_epoch", 0)):
-        recorded_fit_args.setdefault(key, default)
-    user_callbacks = list(fit_kwargs.get("callbacks") or [])
-    recorded_fit_args["callbacks"] = [type(c).__name__ for c in user_callbacks]
-
-    from keras_repro.callback import default_run_dir
-
-    record_dir = placement.run_dir(default_run_dir(run_dir))  # non-chief workers: run_dir/workers/<task>
-    callback = ReproCallback(record_dir, hyperparameters=hyperparameters, fit_args=recorded_fit_args)
-    if placement.distributed:
-        callback.extra["distribution"] = placement.describe(run_seed if effective.mode != "off" else None)
-        callback.announce = placement.layout()["is_chief"]  # `keras-repro check` compares the chief's record
-    callback.policy = {**policy.as_dict(), "seed": policy.seed if policy.seed is not None else effective.seed}
-    callback.policy["mode"] = effective.mode
-    callback.policy["threads"] = effective.threads
-    callback.applied = {**applied, "seed": run_seed if effective.mode != "off" else None, "warnings": warnings_}
-
-    call_kwargs = dict(fit_kwargs)
-    call_kwargs["callbacks"] = [*user_callbacks, callback]
-    data = {
+def _fingerprints(x: Any, y: Any, fit_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return {
         "x": fingerprint(x),
         "y": fingerprint(y),
         "sample_weight": fingerprint(fit_kwargs.get("sample_weight")),
         "validation": fingerprint(fit_kwargs.get("validation_data")),
         "order": None,
     }
-    plan = _plan_resume(resume, effective.mode, callback, model, data, hyperparameters)
-    if placement.distributed and effective.mode != "off":  # resume hook: all workers take one common checkpoint
-        from keras_repro.resume import agree_across_workers
 
-        plan = agree_across_workers(plan, placement.strategy, resume)
-    if plan is not None:  # continue at the checkpoint: Keras's epoch counter, the data stream, the record
-        call_kwargs["initial_epoch"] = plan.checkpoint.epoch
-        callback.extra["resumed_from"] = plan.resumed_from
-        callback.resumed = plan.checkpoint.record
-    callback.start()  # the record exists from here on: a fit that fails on its inputs says so too
-    callback.source = x  # issue 12: the data source as the user gave it, named by `check --locate`
-    try:
-        skip = plan.checkpoint.step_in_epoch * int(getattr(model, "steps_per_execution", 1) or 1) if plan else 0
-        x, y, call_kwargs, how = _order_inputs(x, y, call_kwargs, effective, run_seed, callback, skip)
-        callback.applied["shuffle"] = how
-        callback.data = data
-        positioned = how.startswith("keras_repro")  # a stream that can start at any step
-        if is_tf_dataset(x) and effective.mode != "off" and not positioned:  # the user's own pipeline
-            from keras_repro.dataset_tap import DatasetTap
-            from keras_repro.resume import dataset_input
 
-            # Array streams record their order themselves (data.order); a user's dataset is tapped.
-            x, positioned = dataset_input(x, call_kwargs, model, plan, int(recorded_fit_args.get("initial_epoch") or 0))
-            tap = placement.outside(DatasetTap)  # created outside any strategy scope
-            x = tap.wrap(x)
-            callback.dataset_tap = tap
-        elif plan is not None and not positioned and (skip or not _arrays(x)):
-            raise ResumeError(
-                f"Cannot resume run {plan.record.run_id}: a {type(x).__name__} input cannot be positioned "
-                f"{'in the middle of an epoch' if skip else 'at an epoch'} (docs/resume.md). Fix: pass arrays or a "
-                "tf.data.Dataset, or start a new run."
-            )
-        if effective.mode != "off":
-            from keras_repro.resume import with_checkpoints
+def _record_header(call: FitCall, placement: Any, warnings: list[str]) -> dict[str, Any]:
+    """The `RunWriter` arguments: where the record goes and what it says before training."""
+    extra: dict[str, Any] = {}
+    announce = True
+    if placement.distributed:
+        extra["distribution"] = placement.describe(call.seed if call.seeded else None)
+        announce = placement.layout()["is_chief"]  # `keras-repro check` compares the chief's record
+    return {
+        "run_dir": placement.run_dir(default_run_dir(call.run_dir)),  # non-chief workers: run_dir/workers/<task>
+        "policy": call.record_policy(),
+        "applied": {**call.applied, "seed": call.seed if call.seeded else None, "warnings": warnings},
+        "fit_args": call.record_fit_args(),
+        "extra": extra,
+        "announce": announce,
+    }
 
-            every = checkpoint_every_steps if positioned else None  # mid-epoch only where data can start there
-            with placement.model_scope():  # it builds optimizer variables: under the model's strategy
-                with_checkpoints(call_kwargs, callback, model, plan, every, checkpoint_keep, x)
-        # autolog hook (keras_repro/autolog.py): reach Keras's own fit once, never back into the patched
-        # Model.fit or a subclass's overriding fit that already ran. Without autolog this is model.fit.
-        from keras_repro.autolog import keras_fit
 
-        history = keras_fit(model)(x, y, **call_kwargs)
-    except KeyboardInterrupt:
-        callback.finish("interrupted", "KeyboardInterrupt")
-        raise
-    except BaseException as e:
-        callback.finish("failed", e)
-        raise
-    callback.finish("completed")  # no-op when on_train_end already completed it
-    history.run = callback.record
-    return history
+def _fit_arguments(call: FitCall, writer: RunWriter, feed: InputFeed, plan: Any, model: Any, placement: Any,
+                   data: Mapping[str, Any], source: Any = None) -> dict[str, Any]:
+    """The keyword arguments of the `model.fit` call: the feed's, and the callbacks around the user's."""
+    from keras_repro.callback import ReproCallback
+
+    record = ReproCallback(hyperparameters=call.hyperparameters, writer=writer, data=data,
+                           order_source=feed.order_source, dataset_tap=feed.tap,
+                           resumed=plan.checkpoint.record if plan is not None else None, source=source)
+    callbacks = [*user_callbacks(call.fit_kwargs.get("callbacks")), record]
+    if feed.rewind is not None:
+        callbacks.insert(0, _rewind_callback(feed.rewind))
+    kwargs = {**feed.kwargs, "callbacks": callbacks}
+    if call.seeded:
+        from keras_repro.resume import with_checkpoints
+
+        every = call.checkpoint_every_steps if feed.positioned else None  # mid-epoch only where data can start
+        with placement.model_scope():  # it builds optimizer variables: under the model's strategy
+            with_checkpoints(kwargs, record, model, plan, every, call.checkpoint_keep, feed.x)
+    return kwargs
+
+
+def user_callbacks(value: Any) -> list[Any]:
+    """The user's `callbacks=` as Keras reads it: None, one Callback, a (nested) list, or a CallbackList."""
+    if value is None:
+        return []
+    inner = getattr(value, "callbacks", None)  # a keras.callbacks.CallbackList
+    if isinstance(inner, list):
+        return list(inner)
+    if isinstance(value, (list, tuple)):
+        return [c for item in value for c in user_callbacks(item)]
+    return [value]
+
+
+def _rewind_callback(rewind: Any) -> Any:
+    """A callback that calls `rewind()` when training begins (after Keras's own look at the data)."""
+    import keras
+
+    class RewindInput(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+            rewind()
+
+    return RewindInput()
 
 
 def _check_checkpoint_args(resume: Any, every: Any, keep: Any) -> None:
@@ -211,20 +303,21 @@ def _check_checkpoint_args(resume: Any, every: Any, keep: Any) -> None:
         raise InvalidPolicyError(f"Expected `checkpoint_keep` to be a positive integer. Received: {keep!r}.")
 
 
-def _plan_resume(resume: Any, mode: str, callback: Any, model: Any, data: Any, hyperparameters: Any) -> Any:
+def _plan_resume(call: FitCall, header: RunWriter, model: Any, data: Any) -> Any:
     """The checkpoint to continue from (None for a fresh start); raises ResumeError on a mismatch."""
-    if resume in (None, False):
+    if call.resume in (None, False):
         return None
-    if mode == "off":
+    if call.mode == "off":
         raise ResumeError(
             "resume= needs a reproducible run, but mode is 'off' (nothing seeded, nothing checkpointed). "
             "Fix: use mode 'deterministic' or 'bitwise' for the run and its resume."
         )
     from keras_repro.resume import plan_resume, provisional_record
 
-    plan = plan_resume(resume, callback.run_dir, provisional_record(callback, model, data, hyperparameters))
+    provisional = provisional_record(header, model, data, call.hyperparameters)
+    plan = plan_resume(call.resume, header.run_dir, provisional)
     if plan is None:
-        logger.warning("keras_repro: resume=True found no interrupted run in %s to resume; starting a new run", callback.run_dir)
+        logger.warning("keras_repro: resume=True found no interrupted run in %s to resume; starting a new run", header.run_dir)
     else:
         logger.warning("keras_repro: resuming run %s at epoch %d, step %d", plan.record.run_id,
                        plan.checkpoint.epoch, plan.checkpoint.step_in_epoch)
@@ -238,6 +331,9 @@ def callable_builder(obj: Any, keras: Any) -> bool:
 
 
 def _materialise(model_or_builder: Any, keras: Any) -> Any:
+    from keras_repro.autolog import refuse_legacy_keras
+
+    refuse_legacy_keras(model_or_builder)  # a tf_keras (Keras 2) model is callable: never call it as a builder
     if isinstance(model_or_builder, keras.Model):
         return model_or_builder
     if callable(model_or_builder):
@@ -285,71 +381,3 @@ def _check_fit_kwargs(kwargs: Mapping[str, Any]) -> None:
     split = kwargs.get("validation_split", 0.0)
     if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0.0 <= split < 1.0:
         raise InvalidPolicyError(f"Expected `validation_split` in [0, 1). Received: validation_split={split!r}.")
-
-
-def _arrays(value: Any) -> bool:
-    if value is None:
-        return False
-    if is_array_like(value):
-        return True
-    if isinstance(value, Mapping):
-        return bool(value) and all(is_array_like(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return bool(value) and all(is_array_like(v) for v in value)
-    return False
-
-
-def _split(value: Any, at: int) -> tuple[Any, Any]:
-    if value is None:
-        return None, None
-    if isinstance(value, Mapping):
-        pairs = {k: _split(v, at) for k, v in value.items()}
-        return {k: p[0] for k, p in pairs.items()}, {k: p[1] for k, p in pairs.items()}
-    if isinstance(value, (list, tuple)):
-        pairs_list = [_split(v, at) for v in value]
-        return type(value)(p[0] for p in pairs_list), type(value)(p[1] for p in pairs_list)
-    return value[:at], value[at:]
-
-
-def _order_inputs(
-    x: Any, y: Any, kwargs: dict[str, Any], policy: Policy, seed: int | None, callback: Any, skip: int = 0
-) -> tuple[Any, Any, dict[str, Any], str]:
-    """Replaces shuffled array inputs by a stream ordered by (seed, epoch); returns what it did."""
-    shuffle = kwargs.get("shuffle", True)
-    if policy.mode == "off" or seed is None:
-        return x, y, kwargs, "keras (unchanged)"
-    if not _arrays(x) or shuffle is False:
-        return x, y, kwargs, "none (shuffle=False)" if shuffle is False else "keras (dataset or generator input)"
-    if y is not None and not _arrays(y):
-        return x, y, kwargs, "keras (unchanged)"
-    sample_weight = kwargs.pop("sample_weight", None)
-    split = kwargs.pop("validation_split", 0.0) or 0.0
-    n = num_samples(x) or 0
-    if split and kwargs.get("validation_data") is None:
-        # Keras's rule: the last fraction, before any shuffling.
-        at = int(math.floor(n * (1.0 - split)))
-        if at == 0 or at == n:
-            raise ReproducibilityError(
-                f"Training data contains {n} samples, which is not sufficient to split it into a validation and "
-                f"training set as specified by `validation_split={split}`. Fix: provide more data or another split."
-            )
-        x, x_val = _split(x, at)
-        y, y_val = _split(y, at)
-        sample_weight, sw_val = _split(sample_weight, at)
-        kwargs["validation_data"] = (x_val, y_val) if sw_val is None else (x_val, y_val, sw_val)
-    batch_size = kwargs.pop("batch_size", None) or 32
-    if kwargs.get("validation_data") is not None:
-        kwargs.setdefault("validation_batch_size", batch_size)
-    kwargs["shuffle"] = False  # the stream is ordered already (and Keras warns about shuffle=True on datasets)
-    from keras_repro.shuffle import ArrayStream, order_summary
-
-    arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
-    if y is None and sample_weight is None:
-        arrays = (x,)
-    stream = ArrayStream(arrays, batch_size, shuffle, seed)
-    steps = kwargs.get("steps_per_epoch") or stream.batches_per_epoch
-    kwargs["steps_per_epoch"] = steps
-    start = int(kwargs.get("initial_epoch", 0)) * steps + skip  # skip: batches of a resumed epoch already trained
-    if steps == stream.batches_per_epoch:
-        callback.order_source = lambda epoch: order_summary(stream.order(epoch), epoch)
-    return stream.dataset(start), None, kwargs, f"keras_repro: a new order per epoch from (seed, epoch), shuffle={shuffle!r}"

@@ -129,15 +129,6 @@ def test_keras_tf_trainer():
     assert callable(trainer.reduce_per_replica)
 
 
-def test_dataset_flat_structure_feeds_finalize_dataset():
-    dataset = tf.data.Dataset.range(3).map(lambda i: (i, tf.cast(i, tf.float32)))
-    structure = _compat.dataset_flat_structure(dataset)
-    assert set(structure) == {"output_types", "output_shapes"}
-    variant = tf.raw_ops.FinalizeDataset(input_dataset=tf.data.experimental.to_variant(dataset), **structure)
-    again = tf.data.experimental.from_variant(variant, dataset.element_spec)
-    assert [(int(a), float(b)) for a, b in again] == [(0, 0.0), (1, 1.0), (2, 2.0)]
-
-
 def test_every_accessor_has_a_test_here():
     source = Path(__file__).read_text()
     accessors = [name for name, f in inspect.getmembers(_compat, inspect.isfunction)
