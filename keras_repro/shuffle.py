@@ -95,8 +95,8 @@ class ArrayStream:
 
         n = num_samples(arrays)
         if not n:
-            raise InvalidInputError("Expected at least one sample in the training arrays. Received: 0 samples. "
-                                       "Fix: pass non-empty arrays.")
+            raise InvalidInputError("Expected at least one training sample. Received: arrays with 0 samples. "
+                                   "Fix: pass non-empty x and y.")
         sizes = sorted({int(a.shape[0]) for a in _leaves(arrays)})
         if len(sizes) > 1:  # Keras's own check ("Data cardinality is ambiguous"); tf.gather would not notice
             raise InvalidInputError(

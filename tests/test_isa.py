@@ -329,8 +329,6 @@ def test_the_launcher_pins_before_python_starts_and_fit_alone_gets_the_same_bits
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="fit() imports keras before it applies the policy (issue 11 item 2, "
-                   "fixed on the `fit` branch); on CPUs where oneDNN is on by default bitwise then refuses")
 def test_fit_alone_pins_before_tensorflow_is_imported(children):
     pinned, alone = _ok(children["configure"]), _ok(children["fit_alone"])
     assert alone["at_tf_import"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
