@@ -19,7 +19,7 @@ recorded (`data.steps` is null).
 
 Example:
     >>> tap = StepInputs.install(model)        # doctest: +SKIP
-    >>> model.fit(x, y, epochs=1)              # doctest: +SKIP  (the callback calls tap.after_step(...))
+    >>> model.fit(x, y, epochs=1)              # doctest: +SKIP
     >>> tap.read()                             # doctest: +SKIP
     {'x': '5c1f2a09ab44e1d2', 'y': '09ab44e1d25c1f2a'}
 """

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 import types
 from typing import Any, Mapping
@@ -144,11 +145,7 @@ def fit(
     model, placement, warnings = _build_model(call, model_or_builder)  # Keras is imported from here on
     data = _fingerprints(x, y, fit_kwargs)
     writer_args = _record_header(call, placement, warnings)
-    plan = _plan_resume(call, RunWriter(**writer_args), model, data)
-    if placement.distributed and call.seeded:  # every worker resumes from the same checkpoint
-        from keras_repro.resume import agree_across_workers
-
-        plan = agree_across_workers(plan, placement.strategy, call.resume)
+    plan = _plan_resume(call, RunWriter(**writer_args), model, data, placement)
     if plan is not None:
         writer_args["extra"]["resumed_from"] = plan.resumed_from
     writer = RunWriter(**writer_args)
@@ -158,11 +155,7 @@ def fit(
                            mode=call.mode, model=model, plan=plan, placement=placement)
         writer.set_applied("shuffle", feed.shuffle)
         kwargs = _fit_arguments(call, writer, feed, plan, model, placement, data, source=x)
-        # Keras's own fit, once: never back into an autolog-patched Model.fit or a subclass's overriding
-        # fit that already ran (keras_repro/autolog.py); without autolog this is model.fit.
-        from keras_repro.autolog import keras_fit
-
-        history = keras_fit(model)(feed.x, feed.y, **kwargs)
+        history = _keras_fit(model)(feed.x, feed.y, **kwargs)
     except KeyboardInterrupt:
         writer.finish("interrupted", "KeyboardInterrupt")
         raise
@@ -303,8 +296,18 @@ def _check_checkpoint_args(resume: Any, every: Any, keep: Any) -> None:
         raise InvalidPolicyError(f"Expected `checkpoint_keep` to be a positive integer. Received: {keep!r}.")
 
 
-def _plan_resume(call: FitCall, header: RunWriter, model: Any, data: Any) -> Any:
-    """The checkpoint to continue from (None for a fresh start); raises ResumeError on a mismatch."""
+def _keras_fit(model: Any) -> Any:
+    """Keras's own `fit` of `model`, reached once: never back into an autolog-patched `Model.fit` or into a
+    subclass's overriding `fit` that already ran (keras_repro/autolog.py); without autolog, `model.fit`."""
+    from keras_repro.autolog import keras_fit
+
+    return keras_fit(model)
+
+
+def _plan_resume(call: FitCall, header: RunWriter, model: Any, data: Any, placement: Any) -> Any:
+    """The checkpoint to continue from (None for a fresh start); raises ResumeError on a mismatch.
+
+    Under a multi-worker strategy every worker takes the newest checkpoint all of them hold."""
     if call.resume in (None, False):
         return None
     if call.mode == "off":
@@ -316,6 +319,10 @@ def _plan_resume(call: FitCall, header: RunWriter, model: Any, data: Any) -> Any
 
     provisional = provisional_record(header, model, data, call.hyperparameters)
     plan = plan_resume(call.resume, header.run_dir, provisional)
+    if placement.distributed:
+        from keras_repro.resume import agree_across_workers
+
+        plan = agree_across_workers(plan, placement.strategy, call.resume)
     if plan is None:
         logger.warning("keras_repro: resume=True found no interrupted run in %s to resume; starting a new run", header.run_dir)
     else:
@@ -376,7 +383,9 @@ def _check_fit_kwargs(kwargs: Mapping[str, Any]) -> None:
             f"Expected `shuffle` to be True, False or 'batch'. Received: shuffle={shuffle!r}. Fix: pass one of those."
         )
     batch_size = kwargs.get("batch_size")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+    # numbers.Integral: NumPy integers too (Keras takes them; a script may compute batch_size with NumPy).
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                                   or batch_size < 1):
         raise InvalidPolicyError(f"Expected `batch_size` to be a positive integer. Received: batch_size={batch_size!r}.")
     split = kwargs.get("validation_split", 0.0)
     if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0.0 <= split < 1.0:

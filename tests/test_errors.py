@@ -35,3 +35,10 @@ def test_bad_fit_arguments_raise_invalid_policy_error_as_documented(kwargs):
     assert f"`{next(iter(kwargs))}`" in str(info.value)
     for name in ("batch_size", "shuffle", "validation_split", "resume", "checkpoint_every_steps"):
         assert name in InvalidPolicyError.__doc__
+
+
+@pytest.mark.parametrize("batch_size", [np.int64(8), np.int32(1), 16])
+def test_integer_batch_sizes_keras_takes_are_accepted(batch_size):
+    from keras_repro.training import _check_fit_kwargs
+
+    _check_fit_kwargs({"batch_size": batch_size})  # autolog routes every fit here: no refusal Keras would not make

@@ -120,9 +120,11 @@ def _phase1(tmp: Path) -> list[Child]:
     shared_b = {"fit-configures": "--seed 9", "ds5": "--input dataset --seed 5", "ds6": "--input dataset --seed 6",
                 "jit": "--seed 4 --jit"}
     hash_seed = {"PYTHONHASHSEED": "0"}
-    # B leaves TF_ENABLE_ONEDNN_OPTS alone: fit() must apply bitwise (oneDNN off) before it imports Keras,
-    # which on a CPU where TF turns oneDNN on by default (AVX-512 VNNI/BF16) is the only way it can work.
-    onednn_default = {"TF_ENABLE_ONEDNN_OPTS": None}
+    # train_child imports TensorFlow itself before its first fit (it builds tf.data inputs), so on a CPU
+    # where TF turns oneDNN on by default (AVX-512 VNNI/BF16) a bitwise fit() must refuse as too late; B sets
+    # TF_ENABLE_ONEDNN_OPTS=0 as the error's fix says. A fit() that configures a process which has not
+    # imported TF yet is proven in tests/test_training.py and tests/test_isa.py (fit alone).
+    onednn_off = {"TF_ENABLE_ONEDNN_OPTS": "0"}
     return [
         Child("A1", bitwise_configured, {**shared_a, "errors": "--kind errors",
                                          "killed": f"{RESUMABLE} --checkpoint-every 5 --pause-at-step 30"},
@@ -131,12 +133,12 @@ def _phase1(tmp: Path) -> list[Child]:
               env=hash_seed, kill_at_pause=True),
         Child("B1", ["--mode", "bitwise", "--no-configure"],
               {**shared_b, "killed": f"{RESUMABLE} --input dataset --checkpoint-every 5 --pause-at-step 20"},
-              env=onednn_default, kill_at_pause=True),
+              env=onednn_off, kill_at_pause=True),
         Child("B2", ["--mode", "bitwise", "--no-configure"],
               {**shared_b, "whole-numpy-every5": f"{RESUMABLE} --checkpoint-every 5",
                "whole-dataset": f"{RESUMABLE} --input dataset",
                "whole-dataset-every5": f"{RESUMABLE} --input dataset --checkpoint-every 5",
-               "whole-numpy": RESUMABLE}, env=onednn_default),
+               "whole-numpy": RESUMABLE}, env=onednn_off),
         Child("C1", ["--mode", "off"], {"off": ""}),
         Child("C2", ["--mode", "off"], {"off": ""}),
         Child("D1", ["--mode", "deterministic", "--seed", "5"],
