@@ -123,7 +123,7 @@ def _phase1(tmp: Path) -> list[Child]:
     # train_child imports TensorFlow itself before its first fit (it builds tf.data inputs), so on a CPU
     # where TF turns oneDNN on by default (AVX-512 VNNI/BF16) a bitwise fit() must refuse as too late; B sets
     # TF_ENABLE_ONEDNN_OPTS=0 as the error's fix says. A fit() that configures a process which has not
-    # imported TF yet is proven in tests/test_training.py and tests/test_isa.py (fit alone).
+    # imported TF yet is proven in tests/test_fit_steps.py and tests/test_isa.py (fit alone).
     onednn_off = {"TF_ENABLE_ONEDNN_OPTS": "0"}
     return [
         Child("A1", bitwise_configured, {**shared_a, "errors": "--kind errors",
