@@ -76,7 +76,7 @@ def find_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause]:
     """Every recorded difference between two runs, as causes in `CATEGORIES` order; notes go to `notes`."""
     causes: list[Cause] = []
     causes += _data_causes(ra, rb, notes)
-    causes += _input_step_causes(ra, rb)  # issue 12
+    causes += _input_step_causes(ra, rb, already_explained=bool(causes))
     causes += _section_causes(ra, rb, "hyperparameters", "hyperparameters", "hyperparameter", notes)
     causes += _section_causes(ra, rb, "fit", "fit", "fit argument", notes)
     causes += _code_causes(ra, rb, notes)
@@ -88,11 +88,24 @@ def find_causes(ra: RunRecord, rb: RunRecord, notes: list[str]) -> list[Cause]:
     return causes
 
 
-def _input_step_causes(ra: RunRecord, rb: RunRecord) -> list[Cause]:
-    """issue 12: the first step whose input digests (data.steps) differ (keras_repro/explain_inputs.py)."""
+def _input_step_causes(ra: RunRecord, rb: RunRecord, already_explained: bool) -> list[Cause]:
+    """The first step whose input digests (data.steps) differ (keras_repro/explain_inputs.py).
+
+    Inputs that differ because the data itself or its order differs, or because the seed does (the sample
+    order and seeded augmentation follow from it), are said to follow from that, not blamed on the pipeline.
+    """
     from keras_repro.explain_inputs import input_step_causes
 
-    return input_step_causes(ra, rb)
+    seed_a, seed_b = ((r.get("applied") or {}).get("seed") for r in (ra, rb))
+    if already_explained:
+        because = "follows from the data difference above"
+    elif seed_a is None or seed_b is None:
+        because = "follows from the missing seed: nothing fixed the sample order or the augmentation"
+    elif seed_a != seed_b:
+        because = f"follows from the seed ({seed_a} -> {seed_b}): the sample order and seeded augmentation depend on it"
+    else:
+        because = None
+    return input_step_causes(ra, rb, because=because)
 
 
 # --- values ---------------------------------------------------------------------------------------

@@ -54,8 +54,11 @@ def where(rec: Any, global_step: int) -> str:
     return f"step {global_step}"
 
 
-def input_step_causes(ra: Any, rb: Any) -> list[Cause]:
+def input_step_causes(ra: Any, rb: Any, because: str | None = None) -> list[Cause]:
     """One data cause when the inputs of some step differ.
+
+    `because`: what already explains the difference (another seed, changed data); None: nothing recorded
+    does, so the data pipeline is the source.
 
     Example:
         >>> a = {"data": {"steps": [{"x": "1", "y": "2"}]}}
@@ -71,7 +74,8 @@ def input_step_causes(ra: Any, rb: Any) -> list[Cause]:
     assert sa is not None and sb is not None
     losses = (ra.get("metrics") or {}).get("steps") or []
     aligned = not losses or len(sa) == len(losses)  # not under steps_per_execution > 1
-    message = f"the inputs of {where(ra, k) if aligned else f'train step {k}'} differ ({what}): the data pipeline is the source"
+    source = because if because is not None else "the data pipeline is the source"
+    message = f"the inputs of {where(ra, k) if aligned else f'train step {k}'} differ ({what}): {source}"
     return [Cause("data", f"data.steps.{k}", sa[k], sb[k], message, "content")]
 
 

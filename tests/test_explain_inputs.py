@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from helpers import make_record, record_dict, write_record
 
 from keras_repro.comparison import compare
@@ -86,3 +88,22 @@ def test_diff_names_a_metric_that_differs_while_training_is_identical(tmp_path):
     (cause,) = compare(a, write_record(tmp_path, b_data)).causes
     assert cause.message.startswith("inputs identical at every step (x, y), the training computed the same"), cause.message
     assert "metric 'accuracy' differs while every step's loss and the final weights are identical" in cause.message
+
+
+def _digest_record(seed, x_digest):
+    return {"applied": {"seed": seed}, "data": {"steps": [{"x": x_digest, "y": "y0"}]}, "metrics": {}}
+
+
+@pytest.mark.parametrize("seeds, explained, fragment", [
+    ((42, 42), False, "the data pipeline is the source"),
+    ((42, 43), False, "follows from the seed (42 -> 43)"),
+    ((42, None), False, "follows from the missing seed"),
+    ((42, 42), True, "follows from the data difference above"),
+])
+def test_differing_inputs_are_blamed_on_the_pipeline_only_when_nothing_recorded_explains_them(seeds, explained,
+                                                                                              fragment):
+    from keras_repro.causes import _input_step_causes
+
+    ra, rb = _digest_record(seeds[0], "a"), _digest_record(seeds[1], "b")
+    [cause] = _input_step_causes(ra, rb, already_explained=explained)
+    assert cause.message.startswith("the inputs of step 0 differ (x; y identical): ") and fragment in cause.message
