@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from keras_repro.autolog import autolog  # TensorFlow-free; imported here so the module never shadows the function
 from keras_repro.errors import (
+    CompatError,
+    InvalidInputError,
     InvalidPolicyError,
     PolicyConflictError,
     RecordError,
@@ -49,6 +51,8 @@ __all__ = [
     "PolicyConflictError",
     "RecordError",
     "ResumeError",
+    "InvalidInputError",
+    "CompatError",
 ]
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
