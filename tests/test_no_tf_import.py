@@ -43,3 +43,19 @@ def test_control_detection_sees_an_imported_tensorflow(tmp_path):
     proc = run_child([PYTHON, "-c", "import tensorflow\n" + CHILD, str(a), str(a), "-"],
                      env={"PYTHONPATH": f"{stub.parent}:{REPO}"})
     assert "HEAVY ['tensorflow']" in proc.stdout, proc.stdout
+
+
+# The modules that must work without TensorFlow (docs/architecture.md): the record/explain side, and
+# everything `import keras_repro`, `configure`/`autolog` and `keras-repro run` load before TF may start.
+TF_FREE_MODULES = ("record", "record_writer", "comparison", "causes", "explain_inputs", "checking", "locate",
+                   "run_labels", "cli", "plot", "environment", "policy", "isa", "launcher", "errors", "no_fit",
+                   "import_hooks", "autolog", "flags", "runtime", "_compat", "_bootstrap")
+
+
+def test_the_tf_free_modules_import_neither_tensorflow_nor_keras():
+    program = ("import importlib, sys\n"
+               f"for name in {TF_FREE_MODULES!r}:\n"
+               "    importlib.import_module('keras_repro.' + name)\n"
+               "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n")
+    proc = run_child([PYTHON, "-c", program])
+    assert "HEAVY []" in proc.stdout, proc.stdout
