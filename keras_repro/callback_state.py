@@ -18,8 +18,9 @@ What is saved, per callback (docs/resume.md has the table):
 - Your callbacks: define `get_state() -> dict` and `set_state(state: dict) -> None`. The dict may hold
   JSON values (numbers, strings, booleans, None, lists, dicts with string keys) and NumPy arrays (saved in
   arrays.npz, bit for bit). Tuples come back as lists, NumPy scalars as Python numbers.
-- Refused: `BackupAndRestore` (it restores weights and the epoch from its own backup, which would undo
-  or contradict keras_repro's restore). Any other callback that holds attributes and has no
+- `BackupAndRestore` works as in Keras, with a recorded warning (a run it continues is not bit-identical:
+  it saves no RNG or callback state), and is refused together with keras_repro's `resume=` (its restore
+  would undo or contradict keras_repro's). Any other callback that holds attributes and has no
   `get_state`/`set_state` gets a recorded warning naming it: a resume restarts it from scratch.
 
 Example:
@@ -49,7 +50,7 @@ import numpy as np
 
 from keras_repro.errors import ResumeError
 
-__all__ = ["CallbackStates", "saver_for", "unsaved_warning", "encode_state", "decode_state", "STATE_KEY"]
+__all__ = ["CallbackStates", "saver_for", "unsaved_warning", "backup_and_restore_message", "encode_state", "decode_state", "STATE_KEY"]
 
 logger = logging.getLogger("keras_repro")
 
@@ -172,23 +173,10 @@ def _protocol(callback: Any) -> bool:
 def saver_for(callback: Any) -> Saver | None:
     """How `callback`'s state is saved; None when keras_repro cannot save it (see `unsaved_warning`).
 
-    Raises:
-        ResumeError: for `keras.callbacks.BackupAndRestore`.
-
     Example:
         >>> saver_for(keras.callbacks.EarlyStopping()).kind               # doctest: +SKIP
         'keras'
     """
-    if isinstance(callback, keras.callbacks.BackupAndRestore):
-        raise ResumeError(
-            "keras.callbacks.BackupAndRestore cannot be combined with keras_repro's checkpoints: on train begin "
-            "it loads weights and the epoch from its own backup folder, which would undo or contradict "
-            "keras_repro's restore, and it saves neither the random-number states nor the callbacks' state, "
-            "so a run it resumes is not the run that never stopped. Expected: no BackupAndRestore in "
-            "keras_repro.fit. Received: BackupAndRestore(backup_dir="
-            f"{getattr(callback, 'backup_dir', '?')!r}). Fix: remove it; keras_repro checkpoints every epoch "
-            "(and every checkpoint_every_steps steps) and resume= continues the run bit for bit."
-        )
     if _protocol(callback):
         return Saver("protocol", lambda c: c.get_state(), lambda c, s: c.set_state(s), replays_epoch_begin=False)
     for cls in type(callback).__mro__:
@@ -198,6 +186,25 @@ def saver_for(callback: Any) -> Saver | None:
     if not set(vars(callback)) - _BASE_ATTRIBUTES:
         return Saver("stateless", _nothing, _ignore)
     return None
+
+
+def backup_and_restore_message(callback: Any, resuming: bool) -> str:
+    """Why Keras's `BackupAndRestore` and keras_repro's resume do not mix (a warning, or with `resuming`
+    the text of the refusal)."""
+    where = f"BackupAndRestore(backup_dir={getattr(callback, 'backup_dir', '?')!r})"
+    if resuming:
+        return (
+            f"keras.callbacks.BackupAndRestore cannot be combined with keras_repro's resume=: on train begin "
+            "it loads weights and the epoch from its own backup folder, which would undo or contradict keras_repro's "
+            f"restore. Expected: no BackupAndRestore in a keras_repro.fit(resume=...). Received: {where}. Fix: "
+            "remove it; keras_repro checkpoints every epoch (and every checkpoint_every_steps steps) and resume= "
+            "continues the run bit for bit."
+        )
+    return (
+        f"{where} restores weights and the epoch from its own backup, but saves neither the random-number states "
+        "nor the callbacks' state: a run it continues is not bit-identical to one that never stopped (it works "
+        "as in Keras); keras_repro.fit(..., resume=True) without it continues bit for bit"
+    )
 
 
 def unsaved_warning(callback: Any, index: int) -> str:
@@ -269,7 +276,8 @@ class CallbackStates(keras.callbacks.Callback):
         checkpoint: the checkpoint a resumed fit continues from, or None.
 
     Raises:
-        ResumeError: a callback that cannot be combined with keras_repro's checkpoints (BackupAndRestore).
+        ResumeError: a resume (`checkpoint` given) with a callback that cannot be combined with it
+            (BackupAndRestore).
 
     Example:
         >>> states = CallbackStates([keras.callbacks.EarlyStopping()], repro_callback)   # doctest: +SKIP
@@ -289,6 +297,11 @@ class CallbackStates(keras.callbacks.Callback):
         self.last_bytes = 0  # bytes of the last capture (JSON + arrays)
         self.savers: list[tuple[str, int, Any, Saver]] = []
         for index, (key, callback) in enumerate(_keyed([c for c in callbacks if not _own(c)])):
+            if isinstance(callback, keras.callbacks.BackupAndRestore):  # Keras's own resume: works, but not bitwise
+                if checkpoint is not None:
+                    raise ResumeError(backup_and_restore_message(callback, resuming=True))
+                self._warn(backup_and_restore_message(callback, resuming=False))
+                continue
             saver = saver_for(callback)
             if saver is None:
                 self._warn(unsaved_warning(callback, index))

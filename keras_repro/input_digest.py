@@ -70,7 +70,8 @@ def digest_structure(tf: Any, value: Any) -> Any:
     """One scalar int64 digest of a tensor or a nested structure of tensors (None: None)."""
     if value is None:
         return None
-    leaves = [leaf for leaf in tf.nest.flatten(value) if leaf is not None]
+    # expand_composites: a RaggedTensor (or SparseTensor) batch is digested through its component tensors
+    leaves = [leaf for leaf in tf.nest.flatten(value, expand_composites=True) if leaf is not None]
     if not leaves:
         return None
     if len(leaves) == 1:

@@ -110,9 +110,15 @@ def test_csv_logger_resume_cuts_rows_written_after_the_checkpoint_and_appends(tm
     assert fresh.append is False  # the user's setting again
 
 
-def test_backup_and_restore_is_refused_with_the_reason_and_the_fix(tmp_path):
-    with pytest.raises(ResumeError, match="BackupAndRestore cannot be combined") as info:
-        CallbackStates([keras.callbacks.BackupAndRestore(str(tmp_path))], record_callback())
+def test_backup_and_restore_works_with_a_recorded_warning_and_is_refused_with_a_resume(tmp_path):
+    # autolog routes every fit through keras_repro: a script using Keras's own BackupAndRestore must keep
+    # working (Keras's backup_and_restore tests pass routed), with a warning that it is not bitwise.
+    rec = record_callback()
+    CallbackStates([keras.callbacks.BackupAndRestore(str(tmp_path))], rec)
+    (warning,) = rec.applied["warnings"]
+    assert warning.startswith("BackupAndRestore(backup_dir=") and "not bit-identical" in warning
+    with pytest.raises(ResumeError, match="BackupAndRestore cannot be combined with keras_repro's resume=") as info:
+        CallbackStates([keras.callbacks.BackupAndRestore(str(tmp_path))], record_callback(), checkpoint=object())
     assert "Fix: remove it" in str(info.value) and isinstance(info.value, ReproducibilityError)
 
 
