@@ -11,3 +11,4 @@ def training_runs(tmp_path_factory):
     from training_runs import run_training_children
 
     return run_training_children(tmp_path_factory.mktemp("training"))
+

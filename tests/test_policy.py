@@ -15,6 +15,12 @@ import keras_repro
 from keras_repro.errors import InvalidPolicyError, ReproducibilityError
 from keras_repro.policy import MAX_SEED, MAX_THREADS, Policy, resolve, validate_mode, validate_seed, validate_threads
 
+
+def stable_id(value: object) -> str:
+    """repr, without the memory address of a plain object(): ids must match across pytest-xdist workers."""
+    return "object()" if type(value) is object else repr(value)
+
+
 BAD_SEEDS = [
     True, False, -1, MAX_SEED + 1, 2**64, -(2**70), 1.0, 42.0, 0.5, math.nan, math.inf, "42", "", b"42",
     Decimal(42), Fraction(42, 1), 1 + 0j, [42], (42,), {"seed": 42}, object(), np.float32(1), np.int64(-1),
@@ -35,7 +41,7 @@ def _one_line(error: BaseException) -> str:
     return text
 
 
-@pytest.mark.parametrize("seed", BAD_SEEDS, ids=repr)
+@pytest.mark.parametrize("seed", BAD_SEEDS, ids=stable_id)
 def test_bad_seeds_are_refused_everywhere(seed: object) -> None:
     for call in (lambda: validate_seed(seed), lambda: Policy.create(seed=seed), lambda: Policy(seed=seed),
                  lambda: resolve(seed=seed, environ={}), lambda: keras_repro.configure(seed=seed)):
@@ -44,13 +50,13 @@ def test_bad_seeds_are_refused_everywhere(seed: object) -> None:
         assert "seed" in _one_line(info.value) and "Fix:" in str(info.value)
 
 
-@pytest.mark.parametrize("seed", GOOD_SEEDS, ids=repr)
+@pytest.mark.parametrize("seed", GOOD_SEEDS, ids=stable_id)
 def test_good_seeds_are_exact_python_ints(seed: object) -> None:
     got = Policy.create(seed=seed).seed
     assert got == (None if seed is None else int(seed)) and (got is None or type(got) is int)
 
 
-@pytest.mark.parametrize("mode", BAD_MODES, ids=repr)
+@pytest.mark.parametrize("mode", BAD_MODES, ids=stable_id)
 def test_bad_modes_are_refused_everywhere(mode: object) -> None:
     for call in (lambda: validate_mode(mode), lambda: Policy.create(mode=mode), lambda: Policy(mode=mode),
                  lambda: resolve(mode=mode, environ={}), lambda: keras_repro.configure(mode=mode)):
@@ -70,7 +76,7 @@ def test_policy_built_directly_cannot_be_invalid() -> None:
     assert Policy(seed=np.int64(5)).seed == 5 and type(Policy(seed=np.int64(5)).seed) is int
 
 
-@pytest.mark.parametrize("threads", BAD_THREADS, ids=repr)
+@pytest.mark.parametrize("threads", BAD_THREADS, ids=stable_id)
 def test_bad_thread_counts_are_refused_everywhere(threads: object) -> None:
     for call in (lambda: validate_threads(threads), lambda: Policy.create(threads=threads),
                  lambda: Policy(threads=threads), lambda: keras_repro.configure(threads=threads)):
@@ -79,7 +85,7 @@ def test_bad_thread_counts_are_refused_everywhere(threads: object) -> None:
         assert "threads" in _one_line(info.value)
 
 
-@pytest.mark.parametrize("threads", GOOD_THREADS, ids=repr)
+@pytest.mark.parametrize("threads", GOOD_THREADS, ids=stable_id)
 def test_good_thread_counts(threads: object) -> None:
     assert Policy.create(threads=threads).threads == (None if threads is None else int(threads))
 
