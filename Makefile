@@ -19,8 +19,8 @@ test: install
 	$(PY) -m pytest -q tests keras_repro --doctest-modules --ignore=tests/programs
 
 # Keras's own fit tests (copied from the installed wheel at run time), on plain Keras and with every
-# model.fit routed through keras_repro.fit; fails if the two pass lists differ. Not in `make test`:
-# it takes tens of minutes on a 2-core machine (tests/keras_suite/run.py).
+# model.fit routed through keras_repro.fit; fails if the two pass lists differ. Not in `make test`
+# (~5 minutes on a 2-core machine; tests/test_keras_suite.py runs a routed sample there).
 keras-tests: install
 	$(PY) tests/keras_suite/run.py --save bench-out/keras-suite.json
 

@@ -7,9 +7,10 @@ keras_repro.fit, and compares the two pass lists.
 Keras's files are copied at run time into a temp dir (never committed). Tests that need packages not
 installed here (jax, torch, grain, orbax, tensorboard) are left out or skip themselves in both runs.
 
-Measured (2026-11-28, TF 2.21 / Keras 3.15, 2 cores shared with other jobs): 379 tests from 18 files;
-plain 359 passed, 20 skipped (1744 s under heavy load); routed 359 passed, 20 skipped (872 s); no
-difference. Far too slow for `make test`: `make keras-tests` runs it.
+Measured (2026-11-28, TF 2.21 / Keras 3.15, 2 cores): 379 tests from 18 files; plain 359 passed, 20
+skipped (154 s); routed through autolog 359 passed, 20 skipped (154 s, 139 run records); no difference.
+Too slow for `make test`, which runs a routed sample (tests/test_keras_suite.py); `make keras-tests` runs
+it all.
 """
 
 from __future__ import annotations
