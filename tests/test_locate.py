@@ -1,7 +1,8 @@
 """`keras-repro check --locate` on real scripts: the data, the layer or the metric is named, in fresh processes.
 
-One check runs four unseeded scenarios (one record each) and locates all four in one pair of instrumented
-reruns; the seeded variants of the same four scenarios are the negative control ("reproducible").
+One check runs four unseeded scenarios and, in the same processes, their seeded variants (one record
+each): the four unseeded ones are located in one pair of instrumented reruns; the seeded ones are the
+negative control (identical; nothing to locate).
 """
 
 from __future__ import annotations
@@ -11,23 +12,30 @@ import sys
 
 import pytest
 
-from helpers import REPO, run_child
+from helpers import REPO, ChildSpec, run_child, run_children_concurrently
 
 from keras_repro.locate import ENV_LOCATE, compare_captures
 
 pytestmark = pytest.mark.slow
 CHILD = str(REPO / "tests" / "programs" / "locate_child.py")
 SCENARIOS = ("pydataset", "clocklayer", "generator", "metric")
+SEEDED = tuple(f"{s}-seeded" for s in SCENARIOS)
 
 
 def _section(out: str, record: int) -> str:
-    return "\n".join(line for line in out.splitlines() if line.startswith(f"locate: record {record} of 4:"))
+    return "\n".join(line for line in out.splitlines() if line.startswith(f"locate: record {record} of 8:"))
 
 
-def test_check_locates_data_layer_and_metric(tmp_path):
-    proc = run_child([sys.executable, "-m", "keras_repro", "check", "--", sys.executable, CHILD, str(tmp_path), *SCENARIOS],
-                     expect=1, timeout=900, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
-    out = proc.stdout
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory):
+    """`keras-repro check` over the four unseeded scenarios, then their seeded variants, in one script."""
+    tmp = tmp_path_factory.mktemp("locate")
+    return run_child([sys.executable, "-m", "keras_repro", "check", "--", sys.executable, CHILD, str(tmp),
+                      *SCENARIOS, *SEEDED], expect=1, timeout=900, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def test_check_locates_data_layer_and_metric(checked):
+    out = checked.stdout
     pydataset, layer, generator, metric = (_section(out, r) for r in (1, 2, 3, 4))
     # A PyDataset with np.random.default_rng() noise: the data is named, no layer is blamed.
     assert "the inputs of step 0 differ (x; y identical): the data pipeline is the source" in pydataset, out
@@ -51,24 +59,23 @@ def test_check_locates_data_layer_and_metric(tmp_path):
     assert "inputs identical at every step up to step 0 (epoch 0, step 0) (x, y), the model computed differently" in out
 
 
-def test_seeded_variants_are_reproducible(tmp_path):
-    seeded = [f"{s}-seeded" for s in SCENARIOS]
-    proc = run_child([sys.executable, "-m", "keras_repro", "check", "--locate", "--", sys.executable, CHILD,
-                      str(tmp_path), *seeded], expect=0, timeout=900, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert proc.stdout.splitlines()[-1] == "reproducible", proc.stdout
-    assert "locate: nothing to locate: the runs are identical" in proc.stdout
+def test_seeded_variants_are_reproducible(checked):
+    for record in range(5, 9):  # records 5-8: the seeded variants of the four scenarios, in the same processes
+        assert f"run 1 vs run 2, record {record} of 8: identical" in checked.stdout, checked.stdout
+        assert not _section(checked.stdout, record), checked.stdout  # nothing located where nothing differs
 
 
 def test_capture_does_not_perturb_the_step_it_measures(tmp_path):
     """Weights after an instrumented step 0 == weights before step 1 of a run whose step 0 was not instrumented
     (a clock-free seeded generator layer: a capture that advanced its state would change the real step)."""
-    captures = {}
-    for step in (0, 1):
-        out = tmp_path / f"step{step}.json"
-        env = {ENV_LOCATE: json.dumps({"targets": [{"record": 1, "step": step, "out": str(out)}]}),
-               "TF_CPP_MIN_LOG_LEVEL": "2"}
-        run_child([sys.executable, CHILD, str(tmp_path / "runs"), "clocklayer-seeded"], env=env, timeout=600)
-        captures[step] = json.loads(out.read_text())
+    specs = []
+    for step in (0, 1):  # two processes at once
+        target = {"record": 1, "step": step, "out": str(tmp_path / f"step{step}.json")}
+        env = {ENV_LOCATE: json.dumps({"targets": [target]}), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        specs.append(ChildSpec([sys.executable, CHILD, str(tmp_path / "runs"), "clocklayer-seeded"], env=env,
+                               timeout=600))
+    run_children_concurrently(specs)
+    captures = {step: json.loads((tmp_path / f"step{step}.json").read_text()) for step in (0, 1)}
     assert captures[0]["weights_after"] == captures[1]["weights_before"]
     assert captures[0]["rng_states"] != captures[1]["rng_states"]  # the generator did advance in the real step
     assert compare_captures(captures[0], captures[0]).item == "none"
