@@ -308,8 +308,10 @@ def likely_sources(comparison: Comparison, records: tuple[RunRecord, RunRecord] 
     """
     causes = comparison.causes
     hints: list[str] = []
-    data = [c for c in causes if c.category == "data"]
     unseeded = records is not None and _unseeded(*records)
+    # In unseeded runs, step inputs that differ while the data itself does not follow from the sample order
+    # (named below); only a difference of the data itself means the data is drawn at random.
+    data = [c for c in causes if c.category == "data" and not (unseeded and c.field.startswith("data.steps."))]
     if unseeded and any(c.kind != "order" for c in data):
         hints.append(
             "the training data differs between the runs: it is drawn at random without a seed. A seed "

@@ -321,3 +321,22 @@ def test_a_no_fit_record_is_never_identical_in_diff(tmp_path):
     b = make_record(tmp_path, "b", no_fit="no keras Model.fit ran", metrics=empty, model=None)
     result = compare(a, b)
     assert not result.identical and any("ran no fit" in n for n in result.notes)
+
+
+def test_unseeded_step_inputs_are_put_down_to_the_order_not_to_random_data(tmp_path):
+    # `keras-repro check` without a policy on a script with fixed data: the step inputs differ only because
+    # the sample order does; "the data is drawn at random" would send the user after the wrong thing.
+    from helpers import make_record
+
+    from keras_repro.checking import likely_sources
+    from keras_repro.comparison import compare
+    from keras_repro.record import load_run
+
+    unseeded = {"applied__mode": "off", "applied__seed": None, "policy__seed": None, "policy__mode": "off"}
+    a = load_run(make_record(tmp_path, "a", data__steps=[{"x": "1", "y": "2"}], **unseeded))
+    b = load_run(make_record(tmp_path, "b", data__steps=[{"x": "3", "y": "4"}], **unseeded))
+    hints = likely_sources(compare(a, b), (a, b))
+    assert not any("drawn at random" in h for h in hints), hints
+    c = load_run(make_record(tmp_path, "c", data__steps=[{"x": "3", "y": "4"}], data__x__sha256="ab" * 32,
+                             data__x__rows_sha256="cd" * 32, **unseeded))
+    assert any("drawn at random" in h for h in likely_sources(compare(a, c), (a, c)))  # the data itself differs
