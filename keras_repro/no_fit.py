@@ -13,13 +13,11 @@ Example:
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from keras_repro.policy import Policy
-from keras_repro.record import RECORD_FILE, SCHEMA, announce_record, atomic_write_json, create_run_dir, utc_now
 
 __all__ = ["NO_FIT_MESSAGE", "write_no_fit_record"]
 
@@ -32,38 +30,19 @@ NO_FIT_MESSAGE = (
 def write_no_fit_record(run_dir: str | os.PathLike[str] | None, policy: Policy, started_at: str | None) -> Path:
     """Writes `<run_dir>/<run_id>/run.json` for a process in which no fit ran; returns its path."""
     from keras_repro import runtime
-    from keras_repro.environment import capture_code, capture_environment
-    from keras_repro.record_writer import default_run_dir
+    from keras_repro.record_writer import RunWriter
 
     configured = runtime.configured_policy()
     applied = runtime.configured_applied() or {
         "seed": None, "mode": "off", "threads": None, "op_determinism": False, "seeded": [], "warnings": [],
     }
-    run_id, directory = create_run_dir(default_run_dir(run_dir))
-    path = directory / RECORD_FILE
+    extra: dict[str, Any] = {"no_fit": NO_FIT_MESSAGE}
+    if started_at:
+        extra["started_at"] = started_at
+    writer = RunWriter(run_dir, policy=(configured or policy).as_dict(), applied=applied, extra=extra)
+    writer.start()  # the record skeleton and the announcement to `keras-repro check`, as for a fit
     error = getattr(sys, "last_value", None)  # an exception that ended the script
-    flags_module = sys.modules.get("keras_repro.flags")
-    data: dict[str, Any] = {
-        "schema": SCHEMA,
-        "run_id": run_id,
-        "status": "failed" if isinstance(error, BaseException) else "completed",
-        "started_at": started_at or utc_now(),
-        "ended_at": utc_now(),
-        "error": f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else None,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "resumed_from": None,
-        "no_fit": NO_FIT_MESSAGE,
-        "policy": (configured or policy).as_dict(),
-        "applied": applied,
-        "environment": capture_environment(),
-        "code": capture_code(flags_module.all_flag_values() if flags_module is not None else None),
-        "fit": None,
-        "hyperparameters": None,
-        "model": None,
-        "data": None,
-        "metrics": {"epochs": [], "steps": [], "steps_per_epoch": []},
-    }
-    atomic_write_json(path, data)
-    announce_record(path)
-    return path
+    failed = isinstance(error, BaseException)
+    writer.finish("failed" if failed else "completed", error if failed else None)
+    assert writer.path is not None
+    return writer.path
